@@ -1,0 +1,162 @@
+"""The full model: presets, forward contract, surgery, options (notebook 08) and input errors."""
+
+import pytest
+import torch
+
+from vitnb import VisionTransformer, ViTConfig, num_params, preset
+
+
+def small(**changes) -> ViTConfig:
+    return ViTConfig(img_size=16, patch_size=4, in_chans=1, num_classes=5, embed_dim=32, depth=2, num_heads=4).replace(
+        **changes
+    )
+
+
+@pytest.mark.parametrize("name, millions", [("tiny", 5.7), ("small", 22.1), ("base", 86.6)])
+def test_preset_parameter_counts_match_published(name, millions):
+    assert round(num_params(VisionTransformer(preset(name))) / 1e6, 1) == millions
+
+
+def test_forward_and_attention_contract():
+    model = VisionTransformer(preset("cpu")).eval()
+    x = torch.randn(3, 1, 28, 28)
+    logits, attentions = model(x, return_attention=True)
+    assert logits.shape == (3, 10)
+    assert len(attentions) == 6
+    assert all(a.shape == (3, 3, 50, 50) for a in attentions)  # N = 1 cls + 49 patches
+    torch.testing.assert_close(model(x), logits, atol=1e-5, rtol=1e-5)
+    assert model.forward_features(x).shape == (3, 50, 192)
+
+
+def test_batch_elements_are_independent():
+    model = VisionTransformer(small()).eval()
+    x = torch.randn(4, 1, 16, 16)
+    torch.testing.assert_close(model(x)[1:2], model(x[1:2]), atol=1e-5, rtol=1e-5)
+
+
+def test_reset_classifier():
+    model = VisionTransformer(small())
+    model.reset_classifier(7)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 7)
+    assert model.cfg.num_classes == 7
+    model.reset_classifier(0)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 32)  # pooled features
+
+
+@pytest.mark.parametrize("pos", ["learn", "sincos"])
+def test_set_input_size(pos):
+    model = VisionTransformer(small(pos_embed=pos)).eval()
+    cls_before = model.pos_embed[:, :1].clone()
+    model.set_input_size(32)
+    assert model.pos_embed.shape == (1, 1 + 64, 32)
+    assert torch.equal(model.pos_embed[:, :1], cls_before)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"\(B, 1, 32, 32\), got \(2, 1, 16, 16\)"):
+        model(torch.randn(2, 1, 16, 16))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (2, 1, 20, 20), (1, 16, 16)])
+def test_wrong_input_shape_raises_naming_both_shapes(shape):
+    model = VisionTransformer(small())
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 16, 16\), got " + re_shape(shape)):
+        model(torch.randn(*shape))
+
+
+def re_shape(shape) -> str:
+    return r"\(" + ", ".join(map(str, shape)) + r"\)"
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="img_size=30 is not divisible by patch_size=4"):
+        ViTConfig(img_size=30, patch_size=4)
+    with pytest.raises(ValueError, match="embed_dim=100 is not divisible by num_heads=3"):
+        ViTConfig(embed_dim=100, num_heads=3)
+    with pytest.raises(ValueError, match="global_pool"):
+        ViTConfig(global_pool="max")
+    with pytest.raises(ValueError, match="needs class_token=True"):
+        ViTConfig(class_token=False, global_pool="token")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def test_config_round_trips_through_a_plain_dict():
+    cfg = small(stem="spt", lsa=True, init_values=0.1)
+    assert ViTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown ViTConfig fields"):
+        ViTConfig.from_dict({**cfg.to_dict(), "dropout": 0.1})
+
+
+# --- options studied in notebook 08 ---------------------------------------------------------------
+def test_avg_pool_without_cls_token():
+    model = VisionTransformer(small(class_token=False, global_pool="avg")).eval()
+    assert model.cls_token is None and model.pos_embed.shape == (1, 16, 32)
+    x = torch.randn(2, 1, 16, 16)
+    tokens = model.forward_features(x)
+    assert tokens.shape == (2, 16, 32)
+    torch.testing.assert_close(model(x), model.head(model.fc_norm(tokens.mean(1))))
+    _, attentions = model(x, return_attention=True)
+    assert attentions[0].shape == (2, 4, 16, 16)
+
+
+def test_sincos_has_no_trainable_parameters_and_none_has_no_embedding():
+    model = VisionTransformer(small(pos_embed="sincos"))
+    assert "pos_embed" not in dict(model.named_parameters())
+    assert "pos_embed" not in model.state_dict()  # fixed, recomputed from the config
+    assert num_params(model) == num_params(VisionTransformer(small())) - 17 * 32
+    model = VisionTransformer(small(pos_embed="none"))
+    assert model.pos_embed is None
+
+
+def test_without_position_the_model_is_blind_to_patch_order():
+    x = torch.randn(2, 1, 16, 16)
+    # swap the top-left and bottom-right 4x4 patches (tokens 0 and 15): a different image, the same patches
+    y = x.clone()
+    y[..., :4, :4], y[..., 12:, 12:] = x[..., 12:, 12:], x[..., :4, :4]
+    swap = [0] + [16] + list(range(2, 16)) + [1]  # token order of y in terms of x (cls first)
+    model = VisionTransformer(small(pos_embed="none")).eval()
+    torch.testing.assert_close(model.forward_features(y), model.forward_features(x)[:, swap], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x), model(y), atol=1e-5, rtol=1e-5)
+    learned = VisionTransformer(small()).eval()
+    torch.nn.init.normal_(learned.pos_embed)  # trained-sized position embeddings, not init-sized ones
+    gap = (learned.forward_features(y) - learned.forward_features(x)[:, swap]).abs().max()
+    assert gap > 0.1  # with position embeddings, where a patch sits changes its token
+
+
+@pytest.mark.parametrize("stem, patch", [("conv", 4), ("conv", 8), ("spt", 4)])
+def test_stems_give_the_same_token_grid(stem, patch):
+    model = VisionTransformer(small(stem=stem, patch_size=patch)).eval()
+    tokens = model.forward_features(torch.randn(2, 1, 16, 16))
+    assert tokens.shape == (2, 1 + (16 // patch) ** 2, 32)
+
+
+def test_conv_stem_has_overlapping_receptive_fields():
+    # with the patchify conv, a pixel only reaches its own token; through the conv stem it reaches neighbours
+    for stem, expect_neighbour in (("patch", False), ("conv", True), ("spt", True)):
+        embed = VisionTransformer(small(stem=stem)).patch_embed.eval()
+        x = torch.randn(1, 1, 16, 16, requires_grad=True)
+        embed(x)[0, 5].sum().backward()  # token 5 = grid cell (1, 1) = pixels 4..7 x 4..7
+        reach = x.grad[0, 0].abs() > 0
+        assert reach[4:8, 4:8].any()
+        assert bool(reach[:4].any() or reach[8:].any() or reach[:, :4].any() or reach[:, 8:].any()) == expect_neighbour
+
+
+def test_conv_stem_needs_power_of_two_patch():
+    with pytest.raises(ValueError, match="power-of-two"):
+        ViTConfig(img_size=24, patch_size=6, stem="conv")
+
+
+def test_lsa_and_layerscale_options_reach_every_block():
+    model = VisionTransformer(small(lsa=True, init_values=1e-4))
+    names = dict(model.named_parameters())
+    assert all(f"blocks.{i}.attn.log_scale" in names and f"blocks.{i}.ls1.gamma" in names for i in range(2))
+    _, attentions = model(torch.randn(1, 1, 16, 16), return_attention=True)
+    assert all(torch.all(a.diagonal(dim1=-2, dim2=-1) == 0) for a in attentions)
+
+
+def test_post_norm_model_runs_and_differs_from_pre_norm():
+    torch.manual_seed(0)
+    pre = VisionTransformer(small())
+    post = VisionTransformer(small(norm="post"))
+    post.load_state_dict(pre.state_dict())  # same weights, different wiring
+    x = torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(pre(x), post(x))

@@ -1,0 +1,49 @@
+"""Multi-head self-attention with a fused qkv projection (timm layout).
+
+Two paths compute the same thing: `F.scaled_dot_product_attention` (fast, fused) and an explicit
+softmax(q k^T * scale) v that can also return the post-softmax weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lsa: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        # Locality Self-Attention (Lee et al. 2021): a learned temperature (stored as log scale) and
+        # a mask that stops each token attending to itself, both sharpening the attention.
+        self.lsa = lsa
+        if lsa:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(self.head_dim**-0.5)))
+
+    def scale(self) -> torch.Tensor | float:
+        return self.log_scale.exp() if self.lsa else self.head_dim**-0.5
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """x: (B, N, D) -> (B, N, D), or ((B, N, D), weights (B, heads, N, N)) if return_attention."""
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        n = x.shape[1]
+        mask = ~torch.eye(n, dtype=torch.bool, device=x.device) if self.lsa else None  # True = may attend
+        if return_attention:
+            scores = (q * self.scale()) @ k.transpose(-2, -1)  # (B, H, N, N)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = weights @ v  # (B, H, N, d)
+        else:
+            out = F.scaled_dot_product_attention(q * self.scale(), k, v, attn_mask=mask, scale=1.0)
+        out = self.proj(rearrange(out, "b h n d -> b n (h d)"))
+        return (out, weights) if return_attention else out

@@ -1,0 +1,118 @@
+"""ViTConfig: every architectural choice of the model, named as in timm, plus named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+GLOBAL_POOLS = ("token", "avg")
+POS_EMBEDS = ("learn", "sincos", "none")
+NORM_PLACEMENTS = ("pre", "post")
+STEMS = ("patch", "conv", "spt")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Hyper-parameters of a `VisionTransformer`.
+
+    The first block of fields uses timm's names and defaults, so a default config is a plain timm ViT
+    and its state dict loads into timm's model (and back). The second block holds the "minor
+    modifications" studied in notebook 08; their defaults keep the plain ViT.
+    """
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    global_pool: str = "token"  # 'token' (the cls token) | 'avg' (mean of the patch tokens)
+    pos_embed: str = "learn"  # 'learn' | 'sincos' (fixed 2-D) | 'none'
+    drop_path_rate: float = 0.0
+    # --- modifications (notebook 08); defaults = the plain ViT ---
+    norm: str = "pre"  # 'pre' (ViT) | 'post' (original Transformer) placement of LayerNorm in a block
+    stem: str = "patch"  # 'patch' (conv k=s=P) | 'conv' (Xiao et al. 2021) | 'spt' (Lee et al. 2021)
+    lsa: bool = False  # Locality Self-Attention: learned temperature + no attention to self
+    init_values: float | None = None  # LayerScale init (timm's name); None disables it
+
+    def __post_init__(self) -> None:
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
+        if self.num_classes < 0:
+            raise ValueError(f"ViTConfig.num_classes must be >= 0 (0 = no head), got {self.num_classes}")
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}; "
+                f"choose a patch size that divides the image (e.g. {_divisors(self.img_size)})"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
+                f"each head needs embed_dim / num_heads channels"
+            )
+        _check_choice("global_pool", self.global_pool, GLOBAL_POOLS)
+        _check_choice("pos_embed", self.pos_embed, POS_EMBEDS)
+        _check_choice("norm", self.norm, NORM_PLACEMENTS)
+        _check_choice("stem", self.stem, STEMS)
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
+        if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+            raise ValueError(f"stem='conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side: the image becomes grid_size**2 tokens."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints loadable with weights_only=True)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ViTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> ViTConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"ViTConfig.{name} must be one of {choices}, got {value!r}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(2, n) if n % d == 0]
+
+
+PRESETS: dict[str, ViTConfig] = {
+    # The ViT paper's / DeiT's ImageNet models (224 px, patch 16): 5.7M, 22.1M, 86.6M parameters.
+    "tiny": ViTConfig(embed_dim=192, depth=12, num_heads=3),
+    "small": ViTConfig(embed_dim=384, depth=12, num_heads=6),
+    "base": ViTConfig(embed_dim=768, depth=12, num_heads=12),
+    # Sized for a 2-core CPU and 28x28 grayscale (Fashion-MNIST): 7x7 = 49 patches of 4x4 pixels.
+    "cpu": ViTConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3),
+}
+
+
+def preset(name: str, **changes) -> ViTConfig:
+    """A named preset (`tiny`, `small`, `base`, `cpu`), optionally with some fields changed."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(**changes)

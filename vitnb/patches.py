@@ -1,0 +1,123 @@
+"""Image -> patches -> tokens: patchify/unpatchify and the three patch-embedding stems."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Split images (B, C, H, W) into flattened patches (B, N, P*P*C), row-major over the grid.
+
+    Each patch vector is ordered (p1, p2, c), channels last, as in the ViT paper.
+    """
+    _, _, h, w = images.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
+    return rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid_size: tuple[int, int], channels: int):
+    """Inverse of `patchify`: (B, N, P*P*C) -> (B, C, H, W)."""
+    gh, gw = grid_size
+    if patches.shape[1] != gh * gw or patches.shape[2] != patch_size * patch_size * channels:
+        raise ValueError(
+            f"expected patches of shape (B, {gh * gw}, {patch_size * patch_size * channels}), "
+            f"got {tuple(patches.shape)}"
+        )
+    return rearrange(
+        patches, "b (gh gw) (p1 p2 c) -> b c (gh p1) (gw p2)", gh=gh, gw=gw, p1=patch_size, p2=patch_size, c=channels
+    )
+
+
+class PatchEmbed(nn.Module):
+    """Linear patch embedding, written as a conv with kernel = stride = patch size (timm's layout).
+
+    Identical to `patchify` followed by a Linear layer whose weight is the conv kernel reshaped;
+    the conv is simply the faster way to compute it.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.set_img_size(img_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def set_img_size(self, img_size: int) -> None:
+        if img_size % self.patch_size:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={self.patch_size}")
+        self.img_size = (img_size, img_size)
+        self.grid_size = (img_size // self.patch_size, img_size // self.patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected and received shape when x does not fit."""
+        expected = (self.in_chans, *self.img_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}; "
+                f"resize/convert the input, or call model.set_input_size(...) for another image size"
+            )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, D, gh, gw)
+        return self.proj(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return rearrange(self.embed(x), "b d gh gw -> b (gh gw) d")  # (B, N, D)
+
+
+class ConvStemEmbed(PatchEmbed):
+    """Convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better").
+
+    log2(P) stride-2 3x3 conv + BatchNorm + ReLU layers, doubling the channels each time, then a
+    1x1 conv (`proj`) to embed_dim: the same grid of tokens as the patchify conv, seen through
+    overlapping receptive fields instead of disjoint patches.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, width: int = 24):
+        super().__init__(img_size, patch_size, in_chans, embed_dim)
+        layers, c_in = [], in_chans
+        for i in range(patch_size.bit_length() - 1):  # log2(patch_size) downsamplings
+            c_out = width * 2**i
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, embed_dim, kernel_size=1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.stem(x))
+
+
+class ShiftedPatchEmbed(PatchEmbed):
+    """Shifted Patch Tokenization (Lee et al. 2021, "Vision Transformer for Small-Size Datasets").
+
+    The image and four copies shifted by half a patch diagonally are stacked on the channel axis,
+    so each token also sees its neighbours' borders; then patchify, LayerNorm, Linear.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__(img_size, patch_size, in_chans, embed_dim)
+        patch_dim = 5 * in_chans * patch_size**2
+        self.norm = nn.LayerNorm(patch_dim, eps=1e-6)
+        self.proj = nn.Linear(patch_dim, embed_dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.patch_size // 2
+        shifted = [x] + [shift_image(x, dx, dy) for dx, dy in ((-s, -s), (s, -s), (-s, s), (s, s))]
+        tokens = self.proj(self.norm(patchify(torch.cat(shifted, dim=1), self.patch_size)))  # (B, N, D)
+        return rearrange(tokens, "b (gh gw) d -> b d gh gw", gh=self.grid_size[0])
+
+
+def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Translate images (B, C, H, W) by (dx, dy) pixels (positive = right/down), filling with zeros."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+STEM_CLASSES = {"patch": PatchEmbed, "conv": ConvStemEmbed, "spt": ShiftedPatchEmbed}
