@@ -1,0 +1,38 @@
+# The two commands (see README): `make notebooks` runs every notebook, `make test` runs every check.
+# Both create .venv if it is missing, install vitnb with its dev extra, and fetch the data first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup data notebooks test test-browser lab benchmarks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+data: setup
+	$(BIN)/python -m vitnb fetch-data
+
+notebooks: data
+	$(BIN)/python tools/run_notebooks.py notebooks/*.ipynb
+
+test: data
+	$(BIN)/ruff check .
+	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m "not browser"
+	VITNB_PROFILE=quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
+	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser
+
+test-browser: data
+	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser
+
+lab: data
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) runs
