@@ -1,7 +1,7 @@
 """Figures for the first notebooks: patch grids, position-embedding similarity, attention heatmaps.
 
 The tensor work (laying patches out with gaps, the similarity grid) lives in plain functions that the
-tests check; the `show_`/`plot_` functions only draw. Images are drawn by `viz._show_image`, the
+tests check; the `show_`/`plot_` functions only draw. Images are drawn by `viz.show_image`, the
 package's one image drawer, so every figure displays images the same way.
 """
 
@@ -14,7 +14,7 @@ from einops import rearrange
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .viz import _show_image
+from .viz import show_image
 
 
 def _as_float_image(image: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def show_patches(
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
     mosaic = patch_mosaic(image.expand(3, -1, -1), patch_size, gap, fill=gap_color)  # RGB, for coloured gaps
-    _show_image(ax, mosaic)
+    show_image(ax, mosaic)
     if numbers:
         gh, gw = image.shape[1] // patch_size, image.shape[2] // patch_size
         step = patch_size + gap

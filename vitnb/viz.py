@@ -210,7 +210,7 @@ def _min_max(t: torch.Tensor) -> torch.Tensor:
     return (t - t.min()) / span if span > 0 else torch.zeros_like(t)
 
 
-def _show_image(ax: Axes, image: torch.Tensor) -> None:
+def show_image(ax: Axes, image: torch.Tensor) -> None:
     """Draw a (C, H, W) image, C = 1 (grayscale) or 3 (RGB), min-max scaled, without axes."""
     image = _min_max(image.detach().cpu().float())
     if image.shape[0] == 1:
@@ -227,7 +227,7 @@ def overlay(
 
     Both are min-max scaled here, each on its own, so normalised inputs and raw maps display as-is.
     """
-    _show_image(ax, image)
+    show_image(ax, image)
     heat = heat.detach().cpu().float()[None, None]  # (1, 1, h, w)
     heat = F.interpolate(heat, size=image.shape[-2:], mode="bilinear", align_corners=False)  # (1, 1, H, W)
     ax.imshow(_min_max(heat[0, 0]).numpy(), cmap=cmap, alpha=alpha)
@@ -261,7 +261,7 @@ def plot_attention_grid(
     rows, cols = len(images), 1 + len(maps_by_title)
     fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols, cell_size * rows), squeeze=False)
     for i, image in enumerate(images):
-        _show_image(axes[i, 0], image)
+        show_image(axes[i, 0], image)
         for j, maps in enumerate(maps_by_title.values(), start=1):
             overlay(axes[i, j], image, maps[i], alpha, cmap)
     for j, title in enumerate(["image", *maps_by_title]):
