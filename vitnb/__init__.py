@@ -5,12 +5,16 @@ from .model import VisionTransformer, num_params
 from .patches import PatchEmbed, patchify, unpatchify
 from .position import resample_pos_embed, sincos_2d
 from .profiles import get_profile, seed_everything
+from .train import TrainConfig, evaluate, fit
 
 __all__ = [
     "PRESETS",
     "PatchEmbed",
+    "TrainConfig",
     "ViTConfig",
     "VisionTransformer",
+    "evaluate",
+    "fit",
     "get_profile",
     "num_params",
     "patchify",

@@ -43,7 +43,9 @@ class Attention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
             out = weights @ v  # (B, H, N, d)
-        else:
+        elif self.lsa:  # learned temperature: a tensor, so it scales q (and gets its gradient)
             out = F.scaled_dot_product_attention(q * self.scale(), k, v, attn_mask=mask, scale=1.0)
+        else:  # a float scale goes straight to SDPA: no extra pass over q, forward or backward
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
         out = self.proj(rearrange(out, "b h n d -> b n (h d)"))
         return (out, weights) if return_attention else out

@@ -18,6 +18,32 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "n_samples_per_plot": {"quick": 8, "full": 16},  # images shown in example grids
     "throughput_batches": {"quick": 2, "full": 10},  # timed batches per throughput measurement
     "throughput_batch_size": {"quick": 16, "full": 64},
+    # notebooks 05-06 (pretraining, finetuning) and finetune.load_or_train_fmnist_vit
+    "fmnist_vit_fallback_epochs": {"quick": 1, "full": 4},  # stand-in ViT when notebook 06's is missing
+    "fmnist_vit_fallback_per_class": {"quick": 50, "full": 1000},
+    "cli_finetune_epochs": {"quick": 1, "full": 10},  # `python -m vitnb finetune` without --epochs
+    "nb05_corpus_classes": {"quick": 10, "full": 32},  # fractal categories
+    "nb05_corpus_per_class": {"quick": 24, "full": 125},  # instances per category (train + validation)
+    "nb05_val_per_class": {"quick": 4, "full": 25},  # of which held out for validation
+    "nb05_epochs": {"quick": 1, "full": 10},
+    "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
+    "nb06_steps": {"quick": 1, "full": 80},  # optimizer steps per finetuning run, the same for every budget
+    "nb06_batch_size": {"quick": 16, "full": 128},
+    "nb06_test_per_class": {"quick": 10, "full": 100},  # test images per class scored (100 -> 1,000)
+    # notebook 04: the 224-px tiny preset is timed on fewer, smaller batches than the 28-px cpu preset
+    "nb04_tiny_batch_size": {"quick": 4, "full": 16},
+    "nb04_tiny_batches": {"quick": 1, "full": 3},
+    # notebook 07 (attention maps)
+    "nb07_grid_images": {"quick": 4, "full": 6},  # test images in the map grids
+    "nb07_distance_images": {"quick": 64, "full": 2000},  # test images averaged for the attention distance
+    "nb07_latency_updates": {"quick": 5, "full": 30},  # explorer updates timed per control
+    # notebook 08 (ablation of minor modifications; see vitnb.ablation.Protocol)
+    "nb08_per_class": {"quick": 10, "full": 600},  # the '10% labels' regime (600/class = 10%)
+    "nb08_budget_images": {"quick": 100, "full": 24000},  # training images per run, both regimes
+    "nb08_test_size": {"quick": 500, "full": None},  # None: all 10,000 test images
+    "nb08_curve_size": {"quick": 100, "full": 2000},  # test images scored after every epoch
+    "nb08_throughput_steps": {"quick": 2, "full": 16},  # optimiser steps per timed epoch
+    "nb08_throughput_rounds": {"quick": 1, "full": 3},
 }
 
 
