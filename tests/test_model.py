@@ -160,3 +160,16 @@ def test_post_norm_model_runs_and_differs_from_pre_norm():
     post.load_state_dict(pre.state_dict())  # same weights, different wiring
     x = torch.randn(2, 1, 16, 16)
     assert not torch.allclose(pre(x), post(x))
+
+
+def test_layerscale_scales_each_residual_branch():
+    # a tiny init makes every block start as (almost) the identity; gamma = 1 gives back the plain block
+    x = torch.randn(2, 1 + 16, 32)
+    near_identity = VisionTransformer(small(init_values=1e-6)).blocks[0]
+    torch.testing.assert_close(near_identity(x), x, atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    plain = VisionTransformer(small()).blocks[0]
+    torch.manual_seed(0)
+    scaled = VisionTransformer(small(init_values=1.0)).blocks[0]
+    torch.testing.assert_close(scaled(x), plain(x))
+    assert not torch.allclose(plain(x), x, atol=1e-2)

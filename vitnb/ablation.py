@@ -1,0 +1,452 @@
+"""A measured ablation of minor ViT modifications (notebook 08, benchmarks/ablation.py).
+
+Each `Variant` is the CPU base config with a few `ViTConfig` fields changed. `run_ablation` trains every
+variant with the same recipe and the same number of optimiser steps (through `vitnb.train.fit`, the one
+training loop) in two data regimes, several seeds each; `measure_throughput` times all variants in one
+interleaved pass so their speeds are comparable on a shared CPU; `summarize`, `markdown_table`,
+`plot_ablation` and `plot_curves` turn the rows into the notebook's table and figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .attention import Attention
+from .config import ViTConfig, preset
+from .data import ImageTensorDataset
+from .encoder import Block, LayerScale
+from .model import VisionTransformer, num_params
+from .patches import ConvStemEmbed, PatchEmbed, ShiftedPatchEmbed
+from .position import sincos_2d
+from .train import TrainConfig, evaluate, fit
+
+# The base of every variant: a plain ViT small enough to train dozens of times on a 2-core CPU in fp32.
+# 28x28 grayscale, 4x4 patches -> 49 tokens + cls; width 64, 4 blocks of 4 heads, MLP 2x wide: 139k params.
+BASE = preset("cpu", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One modification: the `ViTConfig` fields it changes, what it is, and where the code lives."""
+
+    name: str
+    changes: dict
+    what: str
+    source: str  # the paper that proposed or recommends it
+    code: tuple = ()  # (object, keywords) pairs: the lines of vitnb that implement the change
+
+    def config(self, base: ViTConfig = BASE) -> ViTConfig:
+        return base.replace(**self.changes)
+
+    def build(self, base: ViTConfig = BASE, seed: int | None = None) -> VisionTransformer:
+        if seed is not None:
+            torch.manual_seed(seed)
+        return VisionTransformer(self.config(base))
+
+
+_VARIANT_LIST = [
+    Variant(
+        "baseline",
+        {},
+        "cls token, learned position embeddings, pre-norm, 4x4 patchify stem",
+        "Dosovitskiy et al. 2021",
+        ((VisionTransformer.embed, ()),),
+    ),
+    Variant(
+        "avg pool",
+        {"global_pool": "avg", "class_token": False},
+        "no cls token; classify the mean of the patch tokens",
+        "Beyer et al. 2022",
+        ((VisionTransformer.forward_head, ()), (VisionTransformer.__init__, ("cls_token", "fc_norm"))),
+    ),
+    Variant(
+        "sin-cos pos",
+        {"pos_embed": "sincos"},
+        "fixed 2-D sin-cos position embeddings instead of learned ones",
+        "Beyer et al. 2022",
+        ((sincos_2d, ()), (VisionTransformer.__init__, ("sincos",))),
+    ),
+    Variant(
+        "no pos",
+        {"pos_embed": "none"},
+        "no position embeddings at all: a bag of patches",
+        "Dosovitskiy et al. 2021 (ablation)",
+        ((VisionTransformer.embed, ("pos_embed",)),),
+    ),
+    Variant(
+        "patch 7",
+        {"patch_size": 7},
+        "7x7 patches: 16 tokens instead of 49",
+        "Dosovitskiy et al. 2021",
+        ((PatchEmbed.__init__, ("proj",)),),
+    ),
+    Variant(
+        "post-norm",
+        {"norm": "post"},
+        "LayerNorm after each residual addition (original Transformer)",
+        "Vaswani et al. 2017; Xiong et al. 2020",
+        ((Block.forward, ()),),
+    ),
+    Variant(
+        "conv stem",
+        {"stem": "conv"},
+        "two stride-2 3x3 conv+BN+ReLU layers, then a 1x1 conv, as the stem",
+        "Xiao et al. 2021",
+        ((ConvStemEmbed, ()),),
+    ),
+    Variant(
+        "SPT + LSA",
+        {"stem": "spt", "lsa": True},
+        "Shifted Patch Tokenization + Locality Self-Attention",
+        "Lee et al. 2021",
+        ((ShiftedPatchEmbed.embed, ()), (Attention, ("lsa", "log_scale", "mask"))),
+    ),
+    Variant(
+        "LayerScale",
+        {"init_values": 0.1},
+        "learned per-channel scale on each residual branch, init 0.1",
+        "Touvron et al. 2021 (CaiT)",
+        ((LayerScale, ()), (Block, ("ls1", "ls2"))),
+    ),
+    # the two halves of SPT + LSA on their own (not in the notebook's default list)
+    Variant(
+        "SPT", {"stem": "spt"}, "Shifted Patch Tokenization only", "Lee et al. 2021", ((ShiftedPatchEmbed.embed, ()),)
+    ),
+    Variant(
+        "LSA",
+        {"lsa": True},
+        "Locality Self-Attention only",
+        "Lee et al. 2021",
+        ((Attention, ("lsa", "log_scale", "mask")),),
+    ),
+]
+VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANT_LIST}
+MAIN_VARIANTS: tuple[str, ...] = tuple(VARIANTS)[:9]  # the notebook's list; "SPT" and "LSA" are extras
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def config_diff(cfg: ViTConfig, base: ViTConfig = BASE) -> dict[str, tuple]:
+    """{field: (base value, new value)} for every field where `cfg` differs from `base`."""
+    return {
+        f.name: (getattr(base, f.name), getattr(cfg, f.name))
+        for f in fields(ViTConfig)
+        if getattr(base, f.name) != getattr(cfg, f.name)
+    }
+
+
+def source_lines(obj, keywords: Sequence[str] = ()) -> str:
+    """The source of `obj` as 'file:line  code' lines; with keywords, only the lines containing one."""
+    lines, start = inspect.getsourcelines(obj)
+    path = Path(inspect.getsourcefile(obj))
+    name = f"vitnb/{path.name}"
+    keep = [
+        f"{name}:{start + i:<4d} {line.rstrip()}"
+        for i, line in enumerate(lines)
+        if line.strip() and (not keywords or any(k in line for k in keywords))
+    ]
+    return "\n".join(keep)
+
+
+def variant_source(name: str) -> str:
+    """The lines of vitnb that implement variant `name` (see `Variant.code`)."""
+    return "\n\n".join(source_lines(obj, keywords) for obj, keywords in get_variant(name).code)
+
+
+# --- the protocol --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """How every variant is trained and scored; one object so the notebook and the benchmark agree.
+
+    Both regimes get the same budget of `budget_images` training images (= the same optimiser steps):
+    '10% labels' cycles `budget_images / (10 * per_class)` epochs over a fixed seeded subset of
+    `per_class` images per class; 'all labels' makes one pass over a seeded random sample of
+    `budget_images` of the 60,000 (a partial epoch: with all labels no image is seen twice).
+    """
+
+    per_class: int = 600
+    budget_images: int = 24_000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.125  # of the run, in both regimes (the same schedule step by step)
+    seeds: tuple[int, ...] = (0, 1)
+    test_size: int | None = None  # None: the whole test set for the final accuracy
+    curve_size: int = 2000  # test images scored after every epoch (the learning curves)
+    subset_seed: int = 0  # the seed of the 10% selection, the same for every run
+    throughput_steps: int = 8  # optimiser steps per timed throughput epoch
+    throughput_rounds: int = 3  # interleaved rounds over all variants; the best round counts
+    regimes: tuple[str, ...] = ("10% labels", "all labels")
+    extra: dict = field(default_factory=dict)  # passed on to TrainConfig (e.g. {'precision': 'fp32'})
+
+    @classmethod
+    def from_profile(cls, profile, **changes) -> Protocol:
+        """The protocol of a `vitnb.get_profile()` profile (settings named nb08_*)."""
+        settings = {
+            "per_class": profile.nb08_per_class,
+            "budget_images": profile.nb08_budget_images,
+            "test_size": profile.nb08_test_size,
+            "curve_size": profile.nb08_curve_size,
+            "throughput_steps": profile.nb08_throughput_steps,
+            "throughput_rounds": profile.nb08_throughput_rounds,
+        }
+        return cls(**{**settings, **changes})
+
+    def train_config(self, epochs: int, seed: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_epochs=self.warmup_frac * epochs,
+            seed=seed,
+            **self.extra,
+        )
+
+
+def regime_data(train: ImageTensorDataset, regime: str, protocol: Protocol, seed: int):
+    """(training set, epochs) of one regime: the same number of training images for both."""
+    if regime == "10% labels":
+        subset = train.per_class_subset(protocol.per_class, seed=protocol.subset_seed)
+    elif regime == "all labels":
+        if protocol.budget_images >= len(train):
+            subset = train
+        else:  # a partial epoch over all labels = one pass over a random sample of the budget's size
+            g = torch.Generator().manual_seed(10_000 + seed)
+            subset = train.subset(torch.randperm(len(train), generator=g)[: protocol.budget_images].sort().values)
+    else:
+        raise ValueError(f"unknown regime {regime!r}; choose from ('10% labels', 'all labels')")
+    if protocol.budget_images % len(subset):
+        raise ValueError(
+            f"budget_images={protocol.budget_images} is not a whole number of epochs of the {len(subset)} "
+            f"images of {regime!r}; choose a multiple"
+        )
+    return subset, protocol.budget_images // len(subset)
+
+
+def test_subsets(test: ImageTensorDataset, protocol: Protocol):
+    """(final test set, learning-curve set): fixed, class-balanced selections of the test split."""
+    n_classes = test.num_classes
+    final = test if protocol.test_size is None else test.per_class_subset(protocol.test_size // n_classes, seed=0)
+    curve = test.per_class_subset(min(protocol.curve_size, len(test)) // n_classes, seed=1)
+    return final, curve
+
+
+# --- running -------------------------------------------------------------------------------------
+def train_one(
+    variant: str,
+    regime: str,
+    seed: int,
+    train: ImageTensorDataset,
+    test: ImageTensorDataset,
+    curve_set: ImageTensorDataset,
+    protocol: Protocol,
+    base: ViTConfig = BASE,
+) -> dict:
+    """Train one variant in one regime with one seed; return a row of results."""
+    data, epochs = regime_data(train, regime, protocol, seed)
+    model = get_variant(variant).build(base, seed=seed)
+    start = time.perf_counter()
+    history = fit(model, data, curve_set, protocol.train_config(epochs, seed), progress=False, verbose=False)
+    train_seconds = time.perf_counter() - start
+    steps_per_epoch = math.ceil(len(data) / protocol.batch_size)
+    return {
+        "variant": variant,
+        "regime": regime,
+        "seed": seed,
+        "test_acc": evaluate(model, test, batch_size=protocol.train_config(1, seed).eval_batch_size),
+        "params": num_params(model),
+        "epochs": epochs,
+        "steps": epochs * steps_per_epoch,
+        "train_images": epochs * len(data),
+        "curve_steps": [steps_per_epoch * r["epoch"] for r in history],
+        "curve_acc": [r["val_acc"] for r in history],
+        "final_train_loss": history.final["train_loss"],
+        "seconds": train_seconds,
+    }
+
+
+def run_ablation(
+    variants: Sequence[str],
+    train: ImageTensorDataset,
+    test: ImageTensorDataset,
+    protocol: Protocol,
+    base: ViTConfig = BASE,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Train every variant x regime x seed (seeds outermost, so a partial run is still balanced)."""
+    final_test, curve_set = test_subsets(test, protocol)
+    rows = []
+    total = len(protocol.seeds) * len(protocol.regimes) * len(variants)
+    for seed in protocol.seeds:
+        for regime in protocol.regimes:
+            for variant in variants:
+                row = train_one(variant, regime, seed, train, final_test, curve_set, protocol, base)
+                rows.append(row)
+                if log:
+                    log(
+                        f"[{len(rows):2d}/{total}] {variant:<12s} {regime:<10s} seed {seed}: "
+                        f"test acc {row['test_acc']:.4f} after {row['steps']} steps ({row['seconds']:.0f} s)"
+                    )
+    return rows
+
+
+def measure_throughput(
+    variants: Sequence[str], train: ImageTensorDataset, protocol: Protocol, base: ViTConfig = BASE
+) -> dict[str, float]:
+    """Training images/s of every variant, timed by `fit` itself on short epochs.
+
+    The variants take turns (round-robin, `throughput_rounds` rounds) so that a load from other
+    processes hits them alike; each variant's best round counts.
+    """
+    data = train.subset(torch.arange(protocol.throughput_steps * protocol.batch_size))
+    best = {v: 0.0 for v in variants}
+    for _ in range(protocol.throughput_rounds):
+        for variant in variants:
+            model = get_variant(variant).build(base, seed=0)
+            history = fit(model, data, None, protocol.train_config(1, 0), progress=False, verbose=False)
+            best[variant] = max(best[variant], history.final["images_per_s"])
+    return best
+
+
+# --- summaries, tables, figures ------------------------------------------------------------------
+def summarize(rows: Sequence[dict], throughput: dict[str, float] | None = None, baseline: str = "baseline"):
+    """One dict per (variant, regime): mean/min/max test accuracy over seeds, its change from the
+    baseline, the baseline's own spread, params, images/s and speed relative to the baseline."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["regime"]), []).append(r)
+    out = []
+    for (variant, regime), rs in groups.items():
+        accs = [r["test_acc"] for r in rs]
+        first = [r["curve_acc"][0] for r in rs if r["curve_acc"]]
+        out.append(
+            {
+                "variant": variant,
+                "regime": regime,
+                "seeds": len(rs),
+                "acc_mean": statistics.fmean(accs),
+                "acc_min": min(accs),
+                "acc_max": max(accs),
+                "spread": max(accs) - min(accs),
+                "epoch1_acc": statistics.fmean(first) if first else float("nan"),
+                "params": rs[0]["params"],
+                "steps": rs[0]["steps"],
+                "images_per_s": (throughput or {}).get(variant, float("nan")),
+            }
+        )
+    for s in out:
+        ref = next((b for b in out if b["variant"] == baseline and b["regime"] == s["regime"]), None)
+        s["delta"] = s["acc_mean"] - ref["acc_mean"] if ref else float("nan")
+        s["baseline_spread"] = ref["spread"] if ref else float("nan")
+        s["beyond_spread"] = abs(s["delta"]) > max(s["spread"], s["baseline_spread"])
+        base_speed = (throughput or {}).get(baseline, float("nan"))
+        s["speed_rel"] = s["images_per_s"] / base_speed if base_speed == base_speed and base_speed else float("nan")
+    return out
+
+
+def markdown_table(summary: Sequence[dict]) -> str:
+    """A markdown table, one line per variant: params, images/s, then accuracy per regime.
+
+    Accuracy cells read 'mean (min-max)' in percent; Δ is the change of the mean from the baseline in
+    percentage points, marked * when it is larger than both its own and the baseline's seed spread.
+    """
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    by = {(s["variant"], s["regime"]): s for s in summary}
+    variants = list(dict.fromkeys(s["variant"] for s in summary))
+    head = "| variant | params | train img/s (vs base) | " + " | ".join(f"{r}: acc % | Δ pp" for r in regimes) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(regimes))]
+    for v in variants:
+        first = by[(v, regimes[0])]
+        speed = first["images_per_s"]
+        cells = [v, f"{first['params']:,}", "n/a" if speed != speed else f"{speed:.0f} ({first['speed_rel']:.2f}x)"]
+        for r in regimes:
+            s = by.get((v, r))
+            if s is None:
+                cells += ["", ""]
+                continue
+            cells.append(f"{100 * s['acc_mean']:.2f} ({100 * s['acc_min']:.2f}-{100 * s['acc_max']:.2f})")
+            cells.append("" if v == "baseline" else f"{100 * s['delta']:+.2f}{'*' if s['beyond_spread'] else ''}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write dicts (rows or summary) to a CSV file; list values are joined with ';'."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()})
+    return path
+
+
+def plot_ablation(summary: Sequence[dict], title: str | None = None):
+    """Bar chart: accuracy per variant in each regime (bars = mean, whiskers = min..max over seeds,
+    dashed line = baseline mean), and training throughput relative to the baseline."""
+    import matplotlib.pyplot as plt
+
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    variants = list(dict.fromkeys(s["variant"] for s in summary))
+    by = {(s["variant"], s["regime"]): s for s in summary}
+    fig, axes = plt.subplots(
+        1, len(regimes) + 1, figsize=(4 * (len(regimes) + 1), 0.35 * len(variants) + 1.5), dpi=80, sharey=True
+    )
+    y = list(range(len(variants)))
+    colors = ["tab:gray" if v == "baseline" else "tab:blue" for v in variants]
+    for ax, regime in zip(axes, regimes, strict=False):
+        ss = [by[(v, regime)] for v in variants]
+        mean = [100 * s["acc_mean"] for s in ss]
+        err = [[100 * (s["acc_mean"] - s["acc_min"]) for s in ss], [100 * (s["acc_max"] - s["acc_mean"]) for s in ss]]
+        ax.barh(y, mean, xerr=err, color=colors, capsize=2)
+        lo = min(100 * s["acc_min"] for s in ss)
+        hi = max(100 * s["acc_max"] for s in ss)
+        ax.set_xlim(lo - 0.3 * (hi - lo) - 0.5, hi + 0.15 * (hi - lo) + 0.5)
+        if (baseline := by.get(("baseline", regime))) is not None:
+            ax.axvline(100 * baseline["acc_mean"], color="k", ls="--", lw=0.8)
+        ax.set(title=f"test accuracy, {regime}", xlabel="%")
+    speed = [by[(v, regimes[0])]["speed_rel"] for v in variants]
+    axes[-1].barh(y, speed, color=colors)
+    axes[-1].axvline(1.0, color="k", ls="--", lw=0.8)
+    axes[-1].set(title="training speed vs baseline", xlabel="x baseline images/s")
+    axes[0].set_yticks(y, variants)
+    axes[0].invert_yaxis()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows: Sequence[dict], regime: str = "10% labels", variants: Sequence[str] | None = None):
+    """Learning curves: mean test accuracy (curve subset) after every epoch, per variant."""
+    import matplotlib.pyplot as plt
+
+    variants = variants or list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    for v in variants:
+        rs = [r for r in rows if r["variant"] == v and r["regime"] == regime]
+        if not rs:
+            continue
+        acc = [100 * statistics.fmean(a) for a in zip(*(r["curve_acc"] for r in rs), strict=True)]
+        style = dict(color="k", lw=2) if v == "baseline" else {}
+        ax.plot(rs[0]["curve_steps"], acc, "o-", label=v, **style)
+    ax.set(xlabel="optimiser steps", ylabel="test accuracy % (curve subset)", title=f"learning curves, {regime}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
