@@ -22,10 +22,11 @@ data: setup
 notebooks: data
 	$(BIN)/python tools/run_notebooks.py notebooks/*.ipynb
 
+# The quick notebook run keeps its checkpoints in runs/quick, so it never replaces the full run's models.
 test: data
 	$(BIN)/ruff check .
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m "not browser"
-	VITNB_PROFILE=quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
+	VITNB_PROFILE=quick VITNB_RUNS=$(CURDIR)/runs/quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser
 
 test-browser: data
