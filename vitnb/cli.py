@@ -100,12 +100,8 @@ def _report(history, out) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .cnn import resnet18
-    from .config import preset
     from .finetune import fractal_dataset, label_subset
-    from .model import VisionTransformer
     from .profiles import get_profile, seed_everything
-    from .train import fit
 
     P = get_profile(args.profile)
     seed_everything(args.seed)
@@ -120,32 +116,12 @@ def cmd_pretrain(args) -> None:
     else:
         train, val = _load(args.dataset, True, args.img_size), _load(args.dataset, False, args.img_size)
     train = label_subset(train, args.labels_per_class, args.seed)
-    c, h, _ = train.image_shape
-    if args.model == "resnet18":
-        model = resnet18(in_chans=c, num_classes=train.num_classes, img_size=h)
-    else:
-        model = VisionTransformer(
-            preset(args.preset, img_size=h, in_chans=c, num_classes=train.num_classes, **_model_opts(args.model_opt))
-        )
-    history = fit(
-        model,
-        train,
-        val,
-        _train_config(args, P.nb05_epochs),
-        checkpoint=args.out,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
-    _report(history, args.out)
+    _fit_and_report(args, _new_model(args, train), train, val, P.nb05_epochs)
 
 
 def cmd_finetune(args) -> None:
-    from .cnn import resnet18
-    from .config import preset
     from .finetune import from_pretrained, label_subset
-    from .model import VisionTransformer
     from .profiles import get_profile, seed_everything
-    from .train import fit
 
     P = get_profile(args.profile)
     seed_everything(args.seed)
@@ -153,25 +129,32 @@ def cmd_finetune(args) -> None:
     if args.val_per_class is not None:
         val = label_subset(val, args.val_per_class, args.seed)
     train = label_subset(train, args.labels_per_class, args.seed)
-    c, h, _ = train.image_shape
     if args.checkpoint:
-        model = from_pretrained(args.checkpoint, train.num_classes, img_size=h, mode=args.mode)
+        model = from_pretrained(args.checkpoint, train.num_classes, img_size=train.image_shape[1], mode=args.mode)
         print(f"finetuning ({args.mode}) {args.checkpoint} on {args.dataset}, {len(train)} labelled images")
-    elif args.model == "resnet18":
-        model = resnet18(in_chans=c, num_classes=train.num_classes, img_size=h)
     else:
-        model = VisionTransformer(
-            preset(args.preset, img_size=h, in_chans=c, num_classes=train.num_classes, **_model_opts(args.model_opt))
-        )
-    history = fit(
-        model,
-        train,
-        val,
-        _train_config(args, P.cli_finetune_epochs),
-        checkpoint=args.out,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+        model = _new_model(args, train)
+    _fit_and_report(args, model, train, val, P.cli_finetune_epochs)
+
+
+def _new_model(args, train):
+    """A freshly initialised model (--model, --preset, --model-opt) shaped for the training set."""
+    from .cnn import resnet18
+    from .config import preset
+    from .model import VisionTransformer
+
+    c, h, _ = train.image_shape
+    if args.model == "resnet18":
+        return resnet18(in_chans=c, num_classes=train.num_classes, img_size=h)
+    opts = _model_opts(args.model_opt)
+    return VisionTransformer(preset(args.preset, img_size=h, in_chans=c, num_classes=train.num_classes, **opts))
+
+
+def _fit_and_report(args, model, train, val, default_epochs) -> None:
+    from .train import fit
+
+    config = _train_config(args, default_epochs)
+    history = fit(model, train, val, config, checkpoint=args.out, resume=args.resume, progress=not args.no_progress)
     _report(history, args.out)
 
 
