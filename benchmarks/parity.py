@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from vitnb import VisionTransformer, ViTConfig, preset
-from vitnb.convert import vitnb_from_torchvision
+from vitnb.convert import timm_kwargs, vitnb_from_torchvision
 
 TIMM_CONFIGS = {
     "vit_tiny_patch16_224": preset("tiny"),
@@ -27,28 +27,13 @@ TIMM_CONFIGS = {
     ),
     "vitnb cpu preset": preset("cpu"),
 }
-TIMM_KEYS = (
-    "img_size",
-    "patch_size",
-    "in_chans",
-    "num_classes",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "qkv_bias",
-    "class_token",
-    "global_pool",
-    "pos_embed",
-    "init_values",
-)
 
 
 def main() -> None:
     torch.manual_seed(0)
     print(f"{'configuration':32s} {'max |Δlogit|':>14s} {'max |logit|':>12s}")
     for name, cfg in TIMM_CONFIGS.items():
-        ref = timm.models.vision_transformer.VisionTransformer(**{k: getattr(cfg, k) for k in TIMM_KEYS}).eval()
+        ref = timm.models.vision_transformer.VisionTransformer(**timm_kwargs(cfg)).eval()
         ours = VisionTransformer(cfg).eval()
         ours.load_state_dict(ref.state_dict(), strict=True)
         report(f"timm {name}", ours, ref, cfg)

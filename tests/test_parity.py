@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vitnb import VisionTransformer, ViTConfig, preset
-from vitnb.convert import torchvision_vit_state_dict, vitnb_from_torchvision
+from vitnb.convert import timm_kwargs, torchvision_vit_state_dict, vitnb_from_torchvision
 
 timm = pytest.importorskip("timm")
 
@@ -29,28 +29,15 @@ CONFIGS = {
         img_size=32, patch_size=8, num_classes=4, embed_dim=48, depth=2, num_heads=4, pos_embed="none", qkv_bias=False
     ),
 }
-TIMM_KEYS = (
-    "img_size",
-    "patch_size",
-    "in_chans",
-    "num_classes",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "qkv_bias",
-    "class_token",
-    "global_pool",
-    "pos_embed",
-    "init_values",
-)
 
 
 def timm_model(cfg: ViTConfig):
-    kwargs = {k: getattr(cfg, k) for k in TIMM_KEYS}
-    if kwargs["pos_embed"] == "none":
-        kwargs["pos_embed"] = "none"
-    return timm.models.vision_transformer.VisionTransformer(**kwargs).eval()
+    return timm.models.vision_transformer.VisionTransformer(**timm_kwargs(cfg)).eval()
+
+
+def test_timm_kwargs_refuses_options_timm_lacks():
+    with pytest.raises(ValueError, match="no post-norm"):
+        timm_kwargs(preset("cpu", norm="post"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -1,6 +1,7 @@
 """Load weights from torchvision's ViT (vit_b_16, vit_b_32, ...) into vitnb's timm-named model.
 
-timm's state dicts need no conversion: vitnb uses timm's names and shapes (see tests/test_parity.py).
+timm's state dicts need no conversion: vitnb uses timm's names and shapes (see tests/test_parity.py);
+`timm_kwargs` gives the arguments that build timm's twin of a vitnb config.
 """
 
 from __future__ import annotations
@@ -11,6 +12,37 @@ import torch
 
 from .config import ViTConfig, preset
 from .model import VisionTransformer
+
+TIMM_FIELDS = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "num_classes",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+    "class_token",
+    "global_pool",
+    "pos_embed",
+    "init_values",
+)
+
+
+def timm_kwargs(cfg: ViTConfig) -> dict:
+    """Arguments for timm's `VisionTransformer` that build the same architecture as `cfg`.
+
+    Only plain-ViT configs have a timm twin: post-norm, the conv/SPT stems, LSA and fixed sin-cos
+    embeddings are vitnb's notebook-08 options, and raise a ValueError.
+    """
+    if cfg.norm != "pre" or cfg.stem != "patch" or cfg.lsa or cfg.pos_embed == "sincos":
+        raise ValueError(
+            "timm's VisionTransformer has no post-norm, conv/SPT stem, LSA or fixed sin-cos option; "
+            f"got norm={cfg.norm!r}, stem={cfg.stem!r}, lsa={cfg.lsa}, pos_embed={cfg.pos_embed!r}"
+        )
+    return {name: getattr(cfg, name) for name in TIMM_FIELDS}
+
 
 # torchvision name -> vitnb/timm name, for the parts outside the encoder layers
 _TOP_LEVEL = {
