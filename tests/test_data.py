@@ -82,6 +82,15 @@ def test_crop_and_flip_matches_a_per_sample_reference():
     assert torch.equal(crop_and_flip(x, torch.full((5, 2), 2), torch.zeros(5, dtype=torch.bool), 2), x)
 
 
+def test_batch_loader_with_pad_0_only_flips():
+    ds = toy(24)
+    x, y = next(iter(BatchLoader(ds, batch_size=24, shuffle=False, augment=True, pad=0, seed=1)))
+    plain = ds.normalize(ds.images)
+    same = (x == plain).flatten(1).all(1)
+    flipped = (x == plain.flip(-1)).flatten(1).all(1)
+    assert bool((same | flipped).all()) and 0 < int(flipped.sum()) < 24 and torch.equal(y, ds.labels)
+
+
 def test_batch_loader_covers_every_example_once_and_is_seeded():
     ds = toy(23)
     loader = BatchLoader(ds, batch_size=5, shuffle=True, seed=3)

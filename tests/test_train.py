@@ -1,5 +1,7 @@
 """The trainer: determinism, exact resume, NaN guard, clear errors, finetuning surgery, CNN, CLI."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,7 +10,14 @@ from vitnb.checkpoint import load_checkpoint, save_model
 from vitnb.cli import main
 from vitnb.cnn import resnet18
 from vitnb.data import ImageTensorDataset
-from vitnb.finetune import freeze_all_but_head, from_pretrained, label_subset, load_trained, results_table
+from vitnb.finetune import (
+    freeze_all_but_head,
+    from_pretrained,
+    label_subset,
+    load_trained,
+    results_table,
+    summarize,
+)
 from vitnb.train import TrainConfig, evaluate, fit, resolve_precision, warmup_cosine
 
 FAST = dict(batch_size=16, lr=3e-3, warmup_epochs=0.5, precision="fp32", eval_batch_size=64, augment=False)
@@ -201,6 +210,8 @@ def test_precision_is_chosen_sensibly(monkeypatch):
         resolve_precision("amp", cpu)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="crop_pad"):
+        TrainConfig(crop_pad=-1)
 
 
 def test_bf16_autocast_path_trains(tmp_path):
@@ -261,6 +272,19 @@ def test_results_table_lists_methods_and_budgets():
     ]
     table = results_table(rows)
     assert "ViT" in table and "ResNet" in table and "10% (10/class)" in table
+    assert "0.500 in    3 s" in table and "seeds" not in table
+
+
+def test_results_over_seeds_are_mean_and_range():
+    rows = [
+        {"method": "ViT", "labels_per_class": 10, "fraction": 0.1, "seed": s, "test_acc": a, "train_time": t}
+        for s, a, t in ((0, 0.60, 10.0), (1, 0.70, 20.0), (2, 0.80, 30.0))
+    ]
+    (summary,) = summarize(rows)
+    assert summary["seeds"] == 3 and summary["train_time"] == 20.0
+    assert math.isclose(summary["test_acc"], 0.70) and (summary["acc_min"], summary["acc_max"]) == (0.60, 0.80)
+    table = results_table(rows)
+    assert "0.700 (0.600-0.800) in   20 s" in table and "over 3 seeds" in table
 
 
 def test_cli_pretrain_finetune_evaluate_end_to_end(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 
 from . import data
+from .config import PRESETS
+from .finetune import VIT_PRESET
 
 
 def _model_opts(pairs: list[str]) -> dict:
@@ -49,6 +51,7 @@ def _train_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--no-augment", action="store_true", help="no random crop + flip")
+    p.add_argument("--crop-pad", type=int, default=2, help="random-crop padding in pixels; 0 = flips only (default 2)")
     p.add_argument(
         "--precision",
         default="auto",
@@ -82,6 +85,7 @@ def _train_config(args, epochs_default: int):
         warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing,
         augment=not args.no_augment,
+        crop_pad=args.crop_pad,
         precision=args.precision,
         seed=args.seed,
     )
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--fractal-per-class", type=int, default=None, help="images per category (default: profile)")
     pre.add_argument("--img-size", type=int, default=None, help="resize images to this size (default: as stored)")
     pre.add_argument("--model", default="vit", choices=["vit", "resnet18"])
-    pre.add_argument("--preset", default="cpu", help="ViT preset: cpu, tiny, small, base (default cpu)")
+    pre.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset: {', '.join(PRESETS)} (default {VIT_PRESET})")
     pre.add_argument(
         "--model-opt",
         action="append",
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--img-size", type=int, default=None, help="resize images to this size (default: as stored)")
     fine.add_argument("--val-per-class", type=int, default=None, help="score on K test images per class")
     fine.add_argument("--model", default="vit", choices=["vit", "resnet18"], help="architecture when from scratch")
-    fine.add_argument("--preset", default="cpu")
+    fine.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset when from scratch (default {VIT_PRESET})")
     fine.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE")
     _train_args(fine, "runs/finetune/model.pt")
     fine.set_defaults(func=cmd_finetune)

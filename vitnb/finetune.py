@@ -25,6 +25,7 @@ from .train import TrainConfig, evaluate, fit
 
 FMNIST_VIT_PATH = "runs/06_finetuning/vit_fmnist.pt"
 FRACTAL_VIT_PATH = "runs/05_pretraining/vit_fractal.pt"
+VIT_PRESET = "cpu_p7"  # the ViT that notebooks 05-07 pretrain, finetune and inspect (and the CLI's default)
 
 
 # --- paths ---------------------------------------------------------------------------------------
@@ -101,8 +102,10 @@ def pretrain_fractal(
     num_classes = num_classes or P.nb05_corpus_classes
     corpus = fractal_dataset(num_classes, per_class or P.nb05_corpus_per_class)
     train, val = train_val_split(corpus, val_per_class or P.nb05_val_per_class)
-    model = VisionTransformer(cfg or preset("cpu", num_classes=num_classes))
-    train_cfg = train_cfg or TrainConfig(epochs=epochs or P.nb05_epochs, batch_size=128, lr=1e-3, warmup_epochs=0.5)
+    model = VisionTransformer(cfg or preset(VIT_PRESET, num_classes=num_classes))
+    train_cfg = train_cfg or TrainConfig(
+        epochs=epochs or P.nb05_epochs, batch_size=128, lr=1e-3, warmup_epochs=0.5, crop_pad=0
+    )
     history = fit(model, train, val, train_cfg, checkpoint=run_path(path), progress=progress)
     return model, history, (train, val)
 
@@ -168,7 +171,7 @@ def load_or_train_fmnist_vit(
 ) -> VisionTransformer:
     """The Fashion-MNIST ViT that notebook 06 saves (eval mode, on the CPU); if it is missing, train one.
 
-    The stand-in is a CPU-sized ViT trained for `epochs` on `labels_per_class` examples per class
+    The stand-in is a `VIT_PRESET` ViT trained for `epochs` on `labels_per_class` examples per class
     (defaults from the profile: seconds under VITNB_PROFILE=quick, minutes under full) and is saved to
     `path`. A model saved by a quick run is retrained when the profile is 'full'.
     """
@@ -185,12 +188,12 @@ def load_or_train_fmnist_vit(
     if verbose:
         print(f"no trained model at {path}: training a stand-in ({epochs} epochs, {per_class} labels per class)")
     train, test = fashion_mnist(True), fashion_mnist(False)
-    model = VisionTransformer(preset("cpu"))
+    model = VisionTransformer(preset(VIT_PRESET))
     fit(
         model,
         label_subset(train, per_class),
         None,
-        TrainConfig(epochs=epochs, lr=1e-3, warmup_epochs=0.5),
+        TrainConfig(epochs=epochs, lr=1e-3, warmup_epochs=0.5, crop_pad=0),
         progress=verbose,
         verbose=verbose,
     )
@@ -210,7 +213,7 @@ def make_model(
     from .cnn import resnet18
 
     if method == "vit_scratch":
-        return VisionTransformer(cfg or preset("cpu", num_classes=num_classes))
+        return VisionTransformer(cfg or preset(VIT_PRESET, num_classes=num_classes))
     if method in ("vit_pretrained", "vit_pretrained_linear"):
         if pretrained is None:
             raise ValueError(f"method {method!r} needs pretrained=PATH to a checkpoint")
@@ -229,17 +232,19 @@ def data_efficiency(
     train_cfg: TrainConfig,
     pretrained: str | Path | None = None,
     keep: tuple = (),
+    seeds: tuple[int, ...] = (0,),
     progress: bool = True,
 ) -> tuple[list[dict], dict]:
     """Train every method at every label budget for the same number of optimizer `steps`, score it on `test`.
 
     The compute is fixed (steps x batch size images per run), so a budget with fewer labels cycles
     over its images more often: what changes between budgets is only how many *different* labelled
-    images the model sees.
+    images the model sees. The labelled subset is the same for every seed (seeded selection 0); a seed
+    changes the initialisation (of the new head, for pretrained models), the batch order and the augmentation.
     methods: {display name: {'method': 'vit_scratch'|'vit_pretrained'|'resnet18', optional TrainConfig
         overrides such as 'lr'}}.
-    keep: (display name, labels per class) pairs whose trained models to return, e.g. the full-data ones.
-    Returns (rows, kept models): one row per run with accuracy, wall time and the history.
+    keep: (display name, labels per class) pairs whose trained models (first seed) to return.
+    Returns (rows, kept models): one row per run with seed, accuracy, wall time and the history.
     """
     rows, kept = [], {}
     total = len(train)
@@ -247,37 +252,64 @@ def data_efficiency(
         subset = label_subset(train, k, seed=0)
         epochs = steps * train_cfg.batch_size / len(subset)
         for name, spec in methods.items():
-            overrides = {key: v for key, v in spec.items() if key != "method"}
-            warmup = 0.1 * epochs  # the first 10% of the steps, whatever the budget
-            cfg = TrainConfig(**{**train_cfg.to_dict(), "epochs": epochs, "warmup_epochs": warmup, **overrides})
-            torch.manual_seed(cfg.seed)
-            model = make_model(spec["method"], train.num_classes, pretrained)
-            print(
-                f"--- {name}, {k} labels per class ({100 * len(subset) / total:.3g}% of the labels), "
-                f"{steps} steps = {epochs:.3g} epochs"
-            )
-            start = time.perf_counter()
-            history = fit(model, subset, None, cfg, progress=progress, verbose=False)
-            train_seconds = time.perf_counter() - start
-            acc = evaluate(model, test)
-            print(
-                f"    test accuracy {acc:.4f}, {train_seconds:.0f} s training "
-                f"({history.final['images_per_s']:.0f} img/s)"
-            )
-            rows.append(
-                {
-                    "method": name,
-                    "labels_per_class": k,
-                    "fraction": len(subset) / total,
-                    "epochs": epochs,
-                    "test_acc": acc,
-                    "train_time": train_seconds,
-                    "history": list(history),
-                }
-            )
-            if (name, k) in keep:
-                kept[(name, k)] = model
+            for seed in seeds:
+                overrides = {key: v for key, v in spec.items() if key != "method"}
+                warmup = 0.1 * epochs  # the first 10% of the steps, whatever the budget
+                cfg = TrainConfig(
+                    **{**train_cfg.to_dict(), "epochs": epochs, "warmup_epochs": warmup, "seed": seed, **overrides}
+                )
+                torch.manual_seed(seed)
+                model = make_model(spec["method"], train.num_classes, pretrained)
+                print(
+                    f"--- {name}, {k} labels per class ({100 * len(subset) / total:.3g}% of the labels), "
+                    f"{steps} steps = {epochs:.3g} epochs, seed {seed}"
+                )
+                start = time.perf_counter()
+                history = fit(model, subset, None, cfg, progress=progress, verbose=False)
+                train_seconds = time.perf_counter() - start
+                acc = evaluate(model, test)
+                print(
+                    f"    test accuracy {acc:.4f}, {train_seconds:.0f} s training "
+                    f"({history.final['images_per_s']:.0f} img/s)"
+                )
+                rows.append(
+                    {
+                        "method": name,
+                        "labels_per_class": k,
+                        "fraction": len(subset) / total,
+                        "seed": seed,
+                        "epochs": epochs,
+                        "test_acc": acc,
+                        "train_time": train_seconds,
+                        "history": list(history),
+                    }
+                )
+                if (name, k) in keep and seed == seeds[0]:
+                    kept[(name, k)] = model
     return rows, kept
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per (method, label budget) over its seeds: mean, min and max test accuracy, mean wall time."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["labels_per_class"]), []).append(r)
+    out = []
+    for (method, k), runs in groups.items():
+        accs = [r["test_acc"] for r in runs]
+        out.append(
+            {
+                "method": method,
+                "labels_per_class": k,
+                "fraction": runs[0]["fraction"],
+                "seeds": len(runs),
+                "test_acc": sum(accs) / len(accs),
+                "acc_min": min(accs),
+                "acc_max": max(accs),
+                "train_time": sum(r["train_time"] for r in runs) / len(runs),
+            }
+        )
+    return out
 
 
 def train_val_split(
@@ -293,12 +325,19 @@ def train_val_split(
 
 
 def plot_data_efficiency(rows: list[dict], title: str = "Fashion-MNIST test accuracy vs labelled examples"):
+    """Mean test accuracy per method against the % of labels used; bars span the seeds' min to max."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
-    for name in dict.fromkeys(r["method"] for r in rows):
-        mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["fraction"])
-        ax.plot([100 * r["fraction"] for r in mine], [r["test_acc"] for r in mine], "o-", label=name)
+    summary = summarize(rows)
+    for name in dict.fromkeys(r["method"] for r in summary):
+        mine = sorted((r for r in summary if r["method"] == name), key=lambda r: r["fraction"])
+        acc = [r["test_acc"] for r in mine]
+        spread = [
+            [a - r["acc_min"] for a, r in zip(acc, mine, strict=True)],
+            [r["acc_max"] - a for a, r in zip(acc, mine, strict=True)],
+        ]
+        ax.errorbar([100 * r["fraction"] for r in mine], acc, yerr=spread, fmt="o-", capsize=3, label=name)
     ax.set(xscale="log", xlabel="% of the training labels used", ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -335,16 +374,26 @@ def plot_translation(results: dict[str, list[float]], shifts: tuple[int, ...] = 
 
 
 def results_table(rows: list[dict]) -> str:
-    """Accuracy and training wall time per method (rows) and label budget (columns), as text."""
-    budgets = sorted({(r["labels_per_class"], r["fraction"]) for r in rows})
-    names = list(dict.fromkeys(r["method"] for r in rows))
+    """Mean test accuracy (with the seeds' min-max range when there are several) and mean training wall
+    time, per method (rows) and label budget (columns), as text."""
+    summary = summarize(rows)
+    budgets = sorted({(r["labels_per_class"], r["fraction"]) for r in summary})
+    names = list(dict.fromkeys(r["method"] for r in summary))
     width = max(len(n) for n in names) + 2
-    head = "".join(f"{f'{100 * f:.3g}% ({k}/class)':>24}" for k, f in budgets)
+    seeds = max(r["seeds"] for r in summary)
+    cell = 30 if seeds > 1 else 22
+    head = "".join(f"{f'{100 * f:.3g}% ({k}/class)':>{cell}}" for k, f in budgets)
     lines = [f"{'method':<{width}}{head}"]
     for name in names:
         cells = []
         for k, _ in budgets:
-            r = next((r for r in rows if r["method"] == name and r["labels_per_class"] == k), None)
-            cells.append(f"{r['test_acc']:.4f} in {r['train_time']:5.0f} s" if r else "-")
-        lines.append(f"{name:<{width}}" + "".join(f"{c:>24}" for c in cells))
+            r = next((r for r in summary if r["method"] == name and r["labels_per_class"] == k), None)
+            if r is None:
+                cells.append("-")
+                continue
+            spread = f" ({r['acc_min']:.3f}-{r['acc_max']:.3f})" if r["seeds"] > 1 else ""
+            cells.append(f"{r['test_acc']:.3f}{spread} in {r['train_time']:4.0f} s")
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>{cell}}" for c in cells))
+    if seeds > 1:
+        lines.append(f"mean test accuracy over {seeds} seeds (min-max in brackets), mean training time per run")
     return "\n".join(lines)

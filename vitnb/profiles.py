@@ -22,14 +22,15 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "fmnist_vit_fallback_epochs": {"quick": 1, "full": 4},  # stand-in ViT when notebook 06's is missing
     "fmnist_vit_fallback_per_class": {"quick": 50, "full": 1000},
     "cli_finetune_epochs": {"quick": 1, "full": 10},  # `python -m vitnb finetune` without --epochs
-    "nb05_corpus_classes": {"quick": 10, "full": 32},  # fractal categories
-    "nb05_corpus_per_class": {"quick": 24, "full": 125},  # instances per category (train + validation)
+    "nb05_corpus_classes": {"quick": 10, "full": 64},  # fractal categories
+    "nb05_corpus_per_class": {"quick": 24, "full": 250},  # instances per category (train + validation)
     "nb05_val_per_class": {"quick": 4, "full": 25},  # of which held out for validation
-    "nb05_epochs": {"quick": 1, "full": 10},
+    "nb05_epochs": {"quick": 1, "full": 15},
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
-    "nb06_steps": {"quick": 1, "full": 80},  # optimizer steps per finetuning run, the same for every budget
+    "nb06_steps": {"quick": 1, "full": 200},  # optimizer steps per finetuning run, the same for every budget
+    "nb06_seeds": {"quick": [0, 1], "full": [0]},  # training seeds per run (full: one, for the time budget)
     "nb06_batch_size": {"quick": 16, "full": 128},
-    "nb06_test_per_class": {"quick": 10, "full": 100},  # test images per class scored (100 -> 1,000)
+    "nb06_test_per_class": {"quick": 10, "full": 500},  # test images per class scored (500 -> 5,000)
     # notebook 04: the 224-px tiny preset is timed on fewer, smaller batches than the 28-px cpu preset
     "nb04_tiny_batch_size": {"quick": 4, "full": 16},
     "nb04_tiny_batches": {"quick": 1, "full": 3},

@@ -41,7 +41,8 @@ class TrainConfig:
     weight_decay: float = 0.05  # not applied to biases, norms, position embeddings, cls token
     label_smoothing: float = 0.1
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    augment: bool = True  # random crop (2 px padding) + horizontal flip
+    augment: bool = True  # random crop (crop_pad px of padding) + horizontal flip
+    crop_pad: int = 2  # 0 = flips only (shifts cost a ViT with large patches a lot early in training)
     seed: int = 0
     precision: str = "auto"  # 'auto' | 'fp32' | 'bf16' (CPU/GPU autocast) | 'amp' (CUDA fp16 + scaler)
     eval_batch_size: int = 1024
@@ -54,6 +55,8 @@ class TrainConfig:
         for name in ("batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.crop_pad, int) or self.crop_pad < 0:
+            raise ValueError(f"TrainConfig.crop_pad must be an int >= 0, got {self.crop_pad!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
 
@@ -346,6 +349,7 @@ def fit(
         cfg.batch_size,
         shuffle=True,
         augment=cfg.augment,
+        pad=cfg.crop_pad,
         drop_last=world_size > 1,
         seed=cfg.seed,
         rank=rank,
