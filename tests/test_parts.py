@@ -78,6 +78,23 @@ def test_attention_fast_and_explicit_paths_agree(lsa):
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 10))
 
 
+def test_cpu_bf16_autocast_takes_the_explicit_path():
+    """Under CPU bf16 autocast SDPA is slower, so the plain call must run the explicit path (bit-identical)."""
+    attn = Attention(dim=24, num_heads=3).eval()
+    x = torch.randn(2, 10, 24)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        plain = attn(x)
+        explicit, _ = attn(x, return_attention=True)
+        sdpa = attn.proj(
+            F.scaled_dot_product_attention(*attn.qkv(x).unflatten(-1, (3, 3, 8)).permute(2, 0, 3, 1, 4))
+            .transpose(1, 2)
+            .flatten(2)
+        )
+    assert plain.dtype == torch.bfloat16 and torch.equal(plain, explicit)
+    assert not torch.equal(plain, sdpa)  # the two kernels round differently in bf16: the check can tell them apart
+    torch.testing.assert_close(plain.float(), sdpa.float(), atol=0.05, rtol=0.05)
+
+
 def test_attention_by_hand():
     attn = Attention(dim=8, num_heads=2)
     x = torch.randn(1, 5, 8)

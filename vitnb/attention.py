@@ -1,7 +1,9 @@
 """Multi-head self-attention with a fused qkv projection (timm layout).
 
 Two paths compute the same thing: `F.scaled_dot_product_attention` (fast, fused) and an explicit
-softmax(q k^T * scale) v that can also return the post-softmax weights.
+softmax(q k^T * scale) v that can also return the post-softmax weights. The explicit path also serves bf16
+autocast on the CPU, where it made a whole training step 1.4x faster than SDPA (298 vs 209 img/s for the
+`cpu` preset at batch 256 on an AVX512-BF16 CPU, torch 2.14).
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+def sdpa_is_slower() -> bool:
+    """True under bf16 autocast on the CPU, where PyTorch's fused SDPA is slower than matmul + softmax."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 class Attention(nn.Module):
@@ -37,7 +44,7 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         n = x.shape[1]
         mask = ~torch.eye(n, dtype=torch.bool, device=x.device) if self.lsa else None  # True = may attend
-        if return_attention:
+        if return_attention or (x.device.type == "cpu" and sdpa_is_slower()):
             scores = (q * self.scale()) @ k.transpose(-2, -1)  # (B, H, N, N)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
