@@ -28,6 +28,9 @@ class Stop(Exception):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_p7", help="vitnb preset to train (cpu_p7: patch 7; cpu: patch 4)")
+    parser.add_argument(
+        "--stem", default=None, choices=["patch", "conv", "spt"], help="change the preset's stem (conv: Xiao et al.)"
+    )
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -47,7 +50,7 @@ def main() -> None:
 
     seed_everything(args.seed)
     train, test = fashion_mnist(True), fashion_mnist(False)
-    model = VisionTransformer(preset(args.preset))
+    model = VisionTransformer(preset(args.preset, **({"stem": args.stem} if args.stem else {})))
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
