@@ -10,6 +10,7 @@ epoch whose test accuracy crosses each threshold.
 
     python benchmarks/fmnist_time_to_accuracy.py                  # 10 epochs, stop at 92%
     python benchmarks/fmnist_time_to_accuracy.py --max-minutes 20 # give up after 20 min of training
+    python benchmarks/fmnist_time_to_accuracy.py --preset cpu --model-opt stem=conv  # change any ViTConfig field
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from vitnb import VisionTransformer, preset, seed_everything
+from vitnb.cli import model_opts
 from vitnb.data import fashion_mnist
 from vitnb.train import TrainConfig, fit
 
@@ -29,7 +31,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_p7", help="vitnb preset to train (cpu_p7: patch 7; cpu: patch 4)")
     parser.add_argument(
-        "--stem", default=None, choices=["patch", "conv", "spt"], help="change the preset's stem (conv: Xiao et al.)"
+        "--model-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a ViTConfig field of the preset, e.g. --model-opt stem=conv (repeatable)",
     )
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -50,7 +56,7 @@ def main() -> None:
 
     seed_everything(args.seed)
     train, test = fashion_mnist(True), fashion_mnist(False)
-    model = VisionTransformer(preset(args.preset, **({"stem": args.stem} if args.stem else {})))
+    model = VisionTransformer(preset(args.preset, **model_opts(args.model_opt)))
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -19,7 +19,7 @@ from .config import PRESETS
 from .finetune import VIT_PRESET
 
 
-def _model_opts(pairs: list[str]) -> dict:
+def model_opts(pairs: list[str]) -> dict:
     """['depth=2', 'embed_dim=48'] -> {'depth': 2, 'embed_dim': 48} (ints, floats, true/false, strings)."""
     opts = {}
     for pair in pairs:
@@ -150,7 +150,7 @@ def _new_model(args, train):
     c, h, _ = train.image_shape
     if args.model == "resnet18":
         return resnet18(in_chans=c, num_classes=train.num_classes, img_size=h)
-    opts = _model_opts(args.model_opt)
+    opts = model_opts(args.model_opt)
     return VisionTransformer(preset(args.preset, img_size=h, in_chans=c, num_classes=train.num_classes, **opts))
 
 
