@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from vitnb import VisionTransformer, preset, seed_everything
-from vitnb.cli import model_opts
+from vitnb.cli import add_model_opt_argument, model_opts
 from vitnb.data import fashion_mnist
 from vitnb.train import TrainConfig, fit
 
@@ -35,13 +35,7 @@ class Stop(Exception):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_p7", help="vitnb preset to train (cpu_p7: patch 7; cpu: patch 4)")
-    parser.add_argument(
-        "--model-opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a ViTConfig field of the preset, e.g. --model-opt stem=conv (repeatable)",
-    )
+    add_model_opt_argument(parser)
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -36,6 +36,17 @@ def model_opts(pairs: list[str]) -> dict:
     return opts
 
 
+def add_model_opt_argument(p: argparse.ArgumentParser) -> None:
+    """`--model-opt KEY=VALUE` (repeatable): ViTConfig fields to change; parse them with `model_opts`."""
+    p.add_argument(
+        "--model-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a ViTConfig field of the preset, e.g. --model-opt depth=4 (repeatable)",
+    )
+
+
 def _train_args(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument(
         "--labels-per-class",
@@ -194,13 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--img-size", type=int, default=None, help="resize images to this size (default: as stored)")
     pre.add_argument("--model", default="vit", choices=["vit", "resnet18"])
     pre.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset: {', '.join(PRESETS)} (default {VIT_PRESET})")
-    pre.add_argument(
-        "--model-opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change a ViTConfig field, e.g. --model-opt depth=4 (repeatable)",
-    )
+    add_model_opt_argument(pre)
     _train_args(pre, "runs/pretrain/model.pt")
     pre.set_defaults(func=cmd_pretrain)
 
@@ -217,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--val-per-class", type=int, default=None, help="score on K test images per class")
     fine.add_argument("--model", default="vit", choices=["vit", "resnet18"], help="architecture when from scratch")
     fine.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset when from scratch (default {VIT_PRESET})")
-    fine.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE")
+    add_model_opt_argument(fine)
     _train_args(fine, "runs/finetune/model.pt")
     fine.set_defaults(func=cmd_finetune)
 
