@@ -145,6 +145,16 @@ def test_conv_stem_needs_power_of_two_patch():
         ViTConfig(img_size=24, patch_size=6, stem="conv")
 
 
+def test_stem_width_sets_the_conv_stem_channels():
+    # patch 4 = two stride-2 layers: width, then 2 * width channels, then the 1x1 projection to embed_dim
+    stem = VisionTransformer(small(stem="conv", stem_width=40)).patch_embed
+    convs = [m for m in stem.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [40, 80]
+    assert (stem.proj.in_channels, stem.proj.out_channels) == (80, 32)
+    with pytest.raises(ValueError, match="stem_width"):
+        small(stem="conv", stem_width=0)
+
+
 def test_lsa_and_layerscale_options_reach_every_block():
     model = VisionTransformer(small(lsa=True, init_values=1e-4))
     names = dict(model.named_parameters())

@@ -35,11 +35,12 @@ class ViTConfig:
     # --- modifications (notebook 08); defaults = the plain ViT ---
     norm: str = "pre"  # 'pre' (ViT) | 'post' (original Transformer) placement of LayerNorm in a block
     stem: str = "patch"  # 'patch' (conv k=s=P) | 'conv' (Xiao et al. 2021) | 'spt' (Lee et al. 2021)
+    stem_width: int = 24  # channels of the conv stem's first layer (doubling per layer); used by stem='conv' only
     lsa: bool = False  # Locality Self-Attention: learned temperature + no attention to self
     init_values: float | None = None  # LayerScale init (timm's name); None disables it
 
     def __post_init__(self) -> None:
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "stem_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
