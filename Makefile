@@ -25,6 +25,7 @@ notebooks: data
 # The quick notebook run keeps its checkpoints in runs/quick, so it never replaces the full run's models.
 test: data
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check vitnb tests benchmarks tools
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m "not browser"
 	VITNB_PROFILE=quick VITNB_RUNS=$(CURDIR)/runs/quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser

@@ -245,9 +245,7 @@ def test_gradient_rollout_default_target_is_the_prediction(tiny):
     model, x = tiny
     predicted = model.eval()(x).argmax(dim=-1)
     torch.testing.assert_close(viz.gradient_rollout(model, x), viz.gradient_rollout(model, x, predicted))
-    torch.testing.assert_close(
-        viz.gradient_rollout(model, x, 1), viz.gradient_rollout(model, x, torch.tensor([1, 1]))
-    )
+    torch.testing.assert_close(viz.gradient_rollout(model, x, 1), viz.gradient_rollout(model, x, torch.tensor([1, 1])))
 
 
 def test_gradient_rollout_pairs_each_attention_with_its_own_gradient(tiny):

@@ -220,9 +220,7 @@ def show_image(ax: Axes, image: torch.Tensor) -> None:
     ax.set_axis_off()
 
 
-def overlay(
-    ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno"
-) -> Figure:
+def overlay(ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno") -> Figure:
     """Draw `heat` (h, w), bilinearly upsampled to the image, over `image` (C, H, W) with C = 1 or 3.
 
     Both are min-max scaled here, each on its own, so normalised inputs and raw maps display as-is.
