@@ -280,6 +280,8 @@ def test_results_over_seeds_are_mean_and_range():
         {"method": "ViT", "labels_per_class": 10, "fraction": 0.1, "seed": s, "test_acc": a, "train_time": t}
         for s, a, t in ((0, 0.60, 10.0), (1, 0.70, 20.0), (2, 0.80, 30.0))
     ]
+    table = results_table(rows + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in rows])
+    assert "0.700 (0.600-0.800) in   20 s   0.700 (0.600-0.800) in  100 s" in table  # columns stay apart
     (summary,) = summarize(rows)
     assert summary["seeds"] == 3 and summary["train_time"] == 20.0
     assert math.isclose(summary["test_acc"], 0.70) and (summary["acc_min"], summary["acc_max"]) == (0.60, 0.80)

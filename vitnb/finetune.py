@@ -381,7 +381,7 @@ def results_table(rows: list[dict]) -> str:
     names = list(dict.fromkeys(r["method"] for r in summary))
     width = max(len(n) for n in names) + 2
     seeds = max(r["seeds"] for r in summary)
-    cell = 30 if seeds > 1 else 22
+    cell = 32 if seeds > 1 else 22  # a cell with a seed range is 29+ characters wide
     head = "".join(f"{f'{100 * f:.3g}% ({k}/class)':>{cell}}" for k, f in budgets)
     lines = [f"{'method':<{width}}{head}"]
     for name in names:
