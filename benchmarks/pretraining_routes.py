@@ -12,7 +12,9 @@ next to the ViT trained from scratch, over several seeds.
     python benchmarks/pretraining_routes.py --profile quick                  # seconds: tiny corpora, a few steps
 
 A corpus is CLASSESxINSTANCES; a tenth of each category's instances is held out for the pretraining
-validation accuracy. Writes OUT/rows.json (every finetuning run) and OUT/data_efficiency.png.
+validation accuracy. Defaults follow the profile: notebook 05's corpus and pretraining budget, and notebook
+06's finetuning steps, batch size, test subset and its two smallest label budgets.
+Writes OUT/rows.json (every finetuning run) and OUT/data_efficiency.png.
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ import matplotlib
 
 from vitnb import seed_everything
 from vitnb.data import fashion_mnist
-from vitnb.finetune import data_efficiency, label_subset, plot_data_efficiency, pretrain_fractal, results_table
+from vitnb.finetune import (
+    data_efficiency,
+    finetune_config,
+    label_subset,
+    plot_data_efficiency,
+    pretrain_fractal,
+    results_table,
+)
 from vitnb.profiles import get_profile
-from vitnb.train import TrainConfig
 
-QUICK = {"corpora": ["4x10", "8x10"], "images_seen": 400, "labels_per_class": [2, 6], "steps": 2, "test_per_class": 10}
+HARDER_CORPUS = {"quick": "40x10", "full": "1000x40"}  # beside notebook 05's: more categories, fewer instances
 
 
 def corpus_size(text: str) -> tuple[int, int]:
@@ -48,26 +56,29 @@ def corpus_size(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("quick", "full"), default=os.environ.get("VITNB_PROFILE", "full"))
-    parser.add_argument("--corpora", type=corpus_size, nargs="+", default=None, help="default: 64x250 1000x40")
+    parser.add_argument("--corpora", type=corpus_size, nargs="+", default=None, help="full default: 64x250 1000x40")
     parser.add_argument(
         "--images-seen",
         type=int,
         default=None,
-        help="pretraining compute per corpus (default 216000 = notebook 05: 14,400 images x 15 epochs)",
+        help="pretraining compute per corpus (full default 216000 = notebook 05: 14,400 images x 15 epochs)",
     )
-    parser.add_argument("--labels-per-class", type=int, nargs="+", default=None, help="default: 60 600 (1%%, 10%%)")
     parser.add_argument(
-        "--steps", type=int, default=None, help="finetuning steps per run (default 200, as in notebook 06)"
+        "--labels-per-class", type=int, nargs="+", default=None, help="full default: 60 600 (1%%, 10%%)"
     )
+    parser.add_argument("--steps", type=int, default=None, help="finetuning steps per run (full default 200)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", type=Path, default=Path("runs/pretraining_routes"))
     args = parser.parse_args()
-    quick = args.profile == "quick"
-    corpora = args.corpora or [corpus_size(c) for c in (QUICK["corpora"] if quick else ["64x250", "1000x40"])]
-    images_seen = args.images_seen or (QUICK["images_seen"] if quick else 216_000)
-    budgets = args.labels_per_class or (QUICK["labels_per_class"] if quick else [60, 600])
-    steps = args.steps or (QUICK["steps"] if quick else 200)
-    batch_size = 16 if quick else 128
+    P = get_profile(args.profile)
+    notebook05 = (P.nb05_corpus_classes, P.nb05_corpus_per_class)
+    corpora = args.corpora or [notebook05, corpus_size(HARDER_CORPUS[P.name])]
+    images_seen = args.images_seen or (
+        P.nb05_corpus_classes * (P.nb05_corpus_per_class - P.nb05_val_per_class) * P.nb05_epochs
+    )
+    budgets = args.labels_per_class or P.nb06_labels_per_class[:2]
+    steps = args.steps or P.nb06_steps
+    train_cfg = finetune_config(P.name)
     matplotlib.use("Agg")
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,16 +90,7 @@ def main() -> None:
         path = (args.out / f"vit_fractal_{classes}x{per_class}.pt").resolve()
         print(f"=== pretraining on {classes} categories x {per_class} instances, {epochs:.3g} epochs")
         start = time.perf_counter()
-        _, history, _ = pretrain_fractal(
-            path,
-            classes,
-            per_class,
-            val_per_class,
-            train_cfg=TrainConfig(
-                epochs=epochs, batch_size=batch_size, lr=1e-3, warmup_epochs=min(0.5, epochs / 4), crop_pad=0
-            ),
-            progress=False,
-        )
+        _, history, _ = pretrain_fractal(path, classes, per_class, val_per_class, epochs, progress=False)
         per_epoch = ", ".join(f"{r['val_acc']:.3f}" for r in history)
         print(
             f"    validation accuracy {history.final['val_acc']:.4f} after {time.perf_counter() - start:.0f} s "
@@ -97,8 +99,7 @@ def main() -> None:
         checkpoints[f"ViT fractal {classes}x{per_class}"] = path
 
     train, test = fashion_mnist(True), fashion_mnist(False)
-    test = label_subset(test, QUICK["test_per_class"] if quick else get_profile("full").nb06_test_per_class)
-    train_cfg = TrainConfig(batch_size=batch_size, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, crop_pad=0)
+    test = label_subset(test, P.nb06_test_per_class)
     routes = {"ViT from scratch": ("vit_scratch", None)}
     routes.update({name: ("vit_pretrained", path) for name, path in checkpoints.items()})
     rows = []
@@ -115,7 +116,7 @@ def main() -> None:
             progress=False,
         )
         rows += new
-    print(f"\nFashion-MNIST test accuracy ({len(test)} images), {steps} finetuning steps of {batch_size} per run:")
+    print(f"\nFashion-MNIST test accuracy ({len(test)} images), {steps} steps of {train_cfg.batch_size} per run:")
     print(results_table(rows))
     (args.out / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "history"} for r in rows]))
     plot_data_efficiency(rows, "Fashion-MNIST after pretraining on fractal corpora of different sizes").savefig(

@@ -223,6 +223,14 @@ def make_model(
     raise ValueError(f"unknown method {method!r}; use vit_scratch, vit_pretrained(_linear) or resnet18")
 
 
+def finetune_config(profile: str | None = None) -> TrainConfig:
+    """Notebook 06's finetuning recipe (the step count is `data_efficiency`'s): AdamW at peak lr 1e-3,
+    weight decay 0.05, label smoothing 0.1, flips only, the profile's batch size."""
+    return TrainConfig(
+        batch_size=get_profile(profile).nb06_batch_size, lr=1e-3, weight_decay=0.05, label_smoothing=0.1, crop_pad=0
+    )
+
+
 def data_efficiency(
     methods: dict[str, dict],
     train: ImageTensorDataset,

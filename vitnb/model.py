@@ -22,10 +22,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_prefix_tokens = 1 if cfg.class_token else 0
-        stem_options = {"width": cfg.stem_width} if cfg.stem == "conv" else {}
-        self.patch_embed = STEM_CLASSES[cfg.stem](
-            cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim, **stem_options
-        )
+        self.patch_embed = STEM_CLASSES[cfg.stem].from_config(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.class_token else None
         embed_len = self.num_prefix_tokens + self.patch_embed.num_patches
         if cfg.pos_embed == "learn":

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import ViTConfig
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -45,6 +50,11 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.set_img_size(img_size)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    @classmethod
+    def from_config(cls, cfg: ViTConfig) -> PatchEmbed:
+        """The stem a ViTConfig asks for; stems with options of their own read them here."""
+        return cls(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
 
     def set_img_size(self, img_size: int) -> None:
         if img_size % self.patch_size:
@@ -87,6 +97,10 @@ class ConvStemEmbed(PatchEmbed):
             c_in = c_out
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Conv2d(c_in, embed_dim, kernel_size=1)
+
+    @classmethod
+    def from_config(cls, cfg: ViTConfig) -> ConvStemEmbed:
+        return cls(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim, width=cfg.stem_width)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.stem(x))
