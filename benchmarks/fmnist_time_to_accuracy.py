@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--crop-pad", type=int, default=0, help="random-crop padding (default 0: flips only)")
+    parser.add_argument("--no-augment", action="store_true", help="no flips and no crops: the raw training images")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--thresholds", default="0.90,0.92")
     parser.add_argument(
@@ -64,7 +65,7 @@ def main() -> None:
         warmup_epochs=args.warmup_epochs,
         weight_decay=0.05,
         label_smoothing=0.1,
-        augment=True,
+        augment=not args.no_augment,
         crop_pad=args.crop_pad,
         precision=args.precision,
         seed=args.seed,
