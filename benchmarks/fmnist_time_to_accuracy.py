@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="optional checkpoint path (resumable)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.no_augment and args.crop_pad:
+        parser.error("--no-augment turns off every augmentation, so --crop-pad would be ignored; pass one or the other")
 
     seed_everything(args.seed)
     train, test = fashion_mnist(True), fashion_mnist(False)
