@@ -122,7 +122,7 @@ def test_without_position_the_model_is_blind_to_patch_order():
     assert gap > 0.1  # with position embeddings, where a patch sits changes its token
 
 
-@pytest.mark.parametrize("stem, patch", [("conv", 4), ("conv", 8), ("spt", 4)])
+@pytest.mark.parametrize("stem, patch", [("conv", 4), ("conv", 8), ("conv_deep", 4), ("conv_deep", 8), ("spt", 4)])
 def test_stems_give_the_same_token_grid(stem, patch):
     model = VisionTransformer(small(stem=stem, patch_size=patch)).eval()
     tokens = model.forward_features(torch.randn(2, 1, 16, 16))
@@ -131,7 +131,7 @@ def test_stems_give_the_same_token_grid(stem, patch):
 
 def test_conv_stem_has_overlapping_receptive_fields():
     # with the patchify conv, a pixel only reaches its own token; through the conv stem it reaches neighbours
-    for stem, expect_neighbour in (("patch", False), ("conv", True), ("spt", True)):
+    for stem, expect_neighbour in (("patch", False), ("conv", True), ("conv_deep", True), ("spt", True)):
         embed = VisionTransformer(small(stem=stem)).patch_embed.eval()
         x = torch.randn(1, 1, 16, 16, requires_grad=True)
         embed(x)[0, 5].sum().backward()  # token 5 = grid cell (1, 1) = pixels 4..7 x 4..7
@@ -140,9 +140,10 @@ def test_conv_stem_has_overlapping_receptive_fields():
         assert bool(reach[:4].any() or reach[8:].any() or reach[:, :4].any() or reach[:, 8:].any()) == expect_neighbour
 
 
-def test_conv_stem_needs_power_of_two_patch():
+@pytest.mark.parametrize("stem", ["conv", "conv_deep"])
+def test_conv_stem_needs_power_of_two_patch(stem):
     with pytest.raises(ValueError, match="power-of-two"):
-        ViTConfig(img_size=24, patch_size=6, stem="conv")
+        ViTConfig(img_size=24, patch_size=6, stem=stem)
 
 
 def test_stem_width_sets_the_conv_stem_channels():
@@ -153,6 +154,25 @@ def test_stem_width_sets_the_conv_stem_channels():
     assert (stem.proj.in_channels, stem.proj.out_channels) == (80, 32)
     with pytest.raises(ValueError, match="stem_width"):
         small(stem="conv", stem_width=0)
+
+
+def test_deep_conv_stem_adds_a_stride_1_conv_to_each_stage():
+    # patch 4 = two stages; each is a stride-2 conv then a stride-1 conv at the same width
+    stem = VisionTransformer(small(stem="conv_deep", stem_width=40)).patch_embed
+    convs = [m for m in stem.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.stride) for c in convs] == [(40, (2, 2)), (40, (1, 1)), (80, (2, 2)), (80, (1, 1))]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stem.stem) == 4
+    # receptive field of one token: 3 -> 7 px through the two stride-2 convs; the stride-1 convs add
+    # 2 * 2 px (after stage 1, stride 2 so far) and 2 * 4 px (after stage 2): 3 -> 7 -> 11 -> 19 px
+    torch.manual_seed(0)
+    reach = {}
+    for kind in ("conv", "conv_deep"):
+        embed = VisionTransformer(small(stem=kind, img_size=32)).patch_embed.eval()
+        x = torch.randn(1, 1, 32, 32, requires_grad=True)
+        embed(x)[0, 4 * 8 + 4].sum().backward()  # token at grid cell (4, 4) = pixels 16..19
+        rows = (x.grad[0, 0].abs() > 0).any(1).nonzero()
+        reach[kind] = int(rows.max() - rows.min() + 1)
+    assert reach == {"conv": 7, "conv_deep": 19}
 
 
 def test_lsa_and_layerscale_options_reach_every_block():

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos", "none")
 NORM_PLACEMENTS = ("pre", "post")
-STEMS = ("patch", "conv", "spt")
+STEMS = ("patch", "conv", "conv_deep", "spt")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class ViTConfig:
     drop_path_rate: float = 0.0
     # --- modifications (notebook 08); defaults = the plain ViT ---
     norm: str = "pre"  # 'pre' (ViT) | 'post' (original Transformer) placement of LayerNorm in a block
-    stem: str = "patch"  # 'patch' (conv k=s=P) | 'conv' (Xiao et al. 2021) | 'spt' (Lee et al. 2021)
-    stem_width: int = 24  # channels of the conv stem's first layer (doubling per layer); used by stem='conv' only
+    stem: str = "patch"  # 'patch' (conv k=s=P) | 'conv' (Xiao et al. 2021) | 'conv_deep' (2 convs/stage) | 'spt' (Lee)
+    stem_width: int = 24  # channels of the conv stem's first stage (doubling per stage); conv stems only
     lsa: bool = False  # Locality Self-Attention: learned temperature + no attention to self
     init_values: float | None = None  # LayerScale init (timm's name); None disables it
 
@@ -62,8 +62,8 @@ class ViTConfig:
         _check_choice("stem", self.stem, STEMS)
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
-        if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
-            raise ValueError(f"stem='conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
+        if self.stem in ("conv", "conv_deep") and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+            raise ValueError(f"stem={self.stem!r} needs a power-of-two patch_size >= 2, got {self.patch_size}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 

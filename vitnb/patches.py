@@ -88,13 +88,17 @@ class ConvStemEmbed(PatchEmbed):
     overlapping receptive fields instead of disjoint patches.
     """
 
+    convs_per_stage = 1  # 3x3 convs per halving of the resolution: one stride-2 conv, then stride-1 ones
+
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, width: int = 24):
         super().__init__(img_size, patch_size, in_chans, embed_dim)
         layers, c_in = [], in_chans
         for i in range(patch_size.bit_length() - 1):  # log2(patch_size) downsamplings
             c_out = width * 2**i
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-            c_in = c_out
+            for j in range(self.convs_per_stage):
+                conv = nn.Conv2d(c_in, c_out, 3, stride=2 if j == 0 else 1, padding=1, bias=False)
+                layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
+                c_in = c_out
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Conv2d(c_in, embed_dim, kernel_size=1)
 
@@ -104,6 +108,17 @@ class ConvStemEmbed(PatchEmbed):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.stem(x))
+
+
+class DeepConvStemEmbed(ConvStemEmbed):
+    """The conv stem with a stride-1 3x3 conv + BatchNorm + ReLU after each stride-2 one (two per stage).
+
+    Twice the stem's convolutions and receptive field, a step toward the ViT paper's hybrid, whose tokens
+    come from a CNN's feature map. On Fashion-MNIST it learns much faster per image than `ConvStemEmbed`
+    (README, time to accuracy).
+    """
+
+    convs_per_stage = 2
 
 
 class ShiftedPatchEmbed(PatchEmbed):
@@ -134,4 +149,4 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., top : top + h, left : left + w]
 
 
-STEM_CLASSES = {"patch": PatchEmbed, "conv": ConvStemEmbed, "spt": ShiftedPatchEmbed}
+STEM_CLASSES = {"patch": PatchEmbed, "conv": ConvStemEmbed, "conv_deep": DeepConvStemEmbed, "spt": ShiftedPatchEmbed}
