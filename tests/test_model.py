@@ -175,6 +175,21 @@ def test_deep_conv_stem_adds_a_stride_1_conv_to_each_stage():
     assert reach == {"conv": 7, "conv_deep": 19}
 
 
+def test_conv_stems_ask_for_channels_last_and_give_the_same_logits_in_it():
+    assert [VisionTransformer(small(stem=s)).channels_last for s in ("patch", "conv", "conv_deep", "spt")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    torch.manual_seed(0)
+    model = VisionTransformer(small(stem="conv_deep")).eval()
+    x = torch.randn(3, 1, 16, 16)
+    expected = model(x)
+    model.to(memory_format=torch.channels_last)
+    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5)
+
+
 def test_lsa_and_layerscale_options_reach_every_block():
     model = VisionTransformer(small(lsa=True, init_values=1e-4))
     names = dict(model.named_parameters())
