@@ -17,6 +17,16 @@ def test_preset_parameter_counts_match_published(name, millions):
     assert round(num_params(VisionTransformer(preset(name))) / 1e6, 1) == millions
 
 
+def test_hybrid_preset_is_the_deep_conv_stem_under_three_blocks():
+    model = VisionTransformer(preset("cpu_hybrid")).eval()
+    convs = [m for m in model.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128]
+    logits, attentions = model(torch.randn(2, 1, 28, 28), return_attention=True)
+    assert logits.shape == (2, 10)
+    assert [a.shape for a in attentions] == [(2, 3, 49, 49)] * 3  # 7x7 tokens, no cls token
+    assert model.channels_last
+
+
 def test_forward_and_attention_contract():
     model = VisionTransformer(preset("cpu")).eval()
     x = torch.randn(3, 1, 28, 28)
