@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, fields, replace
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos", "none")
 NORM_PLACEMENTS = ("pre", "post")
-STEMS = ("patch", "conv", "conv_deep", "spt")
+CONV_STEMS = ("conv", "conv_deep")  # built from 3x3 stride-2 convs: need a power-of-two patch
+STEMS = ("patch", *CONV_STEMS, "spt")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class ViTConfig:
         _check_choice("stem", self.stem, STEMS)
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
-        if self.stem in ("conv", "conv_deep") and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+        if self.stem in CONV_STEMS and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
             raise ValueError(f"stem={self.stem!r} needs a power-of-two patch_size >= 2, got {self.patch_size}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
