@@ -1,29 +1,49 @@
-"""Checkpoints: plain dicts of tensors and Python values, loadable with `torch.load(weights_only=True)`.
+"""Checkpoints: one format for every model kind, plain dicts loadable with `torch.load(weights_only=True)`.
 
-Written atomically (a temp file in the same folder, then `os.replace`), so a crash mid-write never
-leaves a half-written checkpoint where a good one was.
+    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet18", "config": dict, "model": state_dict,
+     "data": {"name", "classes", "image_shape", "mean", "std"} or None,
+     # runs written by fit(checkpoint=...) add: "optimizer", "scheduler", "epoch", "history", "rng",
+     # "loader", "train_config", "precision", "world_size"}
+
+Every file is written atomically by `atomic_write` (a uniquely named temp file in the same folder, then
+`os.replace`): a crash mid-write never leaves a half-written file where a good one was, and several
+processes writing the same file at once each leave a complete copy. `export_safetensors` writes the
+weights alone (with the config and classes as metadata) for sharing; `load_model` reads both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from torch import nn
 
+from .cnn import CNNConfig, ResNet18
 from .config import ViTConfig
 from .model import VisionTransformer
 
+FORMAT, VERSION = "vitnb", 1
+KINDS = {"vit": (ViTConfig, VisionTransformer), "resnet18": (CNNConfig, ResNet18)}  # kind -> (config, model)
+EXPECTED = "expected a file written by vitnb.save_model / fit(checkpoint=...)"
 
-def save_checkpoint(path: str | Path, payload: dict) -> Path:
-    """Write `payload` (tensors, numbers, strings, lists, dicts) to `path` atomically."""
+
+# --- writing -------------------------------------------------------------------------------------
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(f)` on a uniquely named temp file beside `path`, then rename it to `path`.
+
+    Readers see either the old file or the complete new one; the temp file is removed if `write` fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,26 +51,204 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint` (safely: weights_only=True)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one first (see README, `python -m vitnb --help`)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write `payload` (tensors, numbers, strings, lists, dicts) to `path` atomically with torch.save."""
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def save_model(path: str | Path, model: VisionTransformer, **extra) -> Path:
-    """Save a ViT as {'config': dict, 'model': state_dict, **extra}."""
-    return save_checkpoint(path, {"config": model.cfg.to_dict(), "model": model.state_dict(), **extra})
+def model_kind(model: nn.Module) -> str:
+    """'vit' or 'resnet18'; a ValueError for a model this format cannot rebuild."""
+    for kind, (_, cls) in KINDS.items():
+        if isinstance(model, cls):
+            return kind
+    raise ValueError(
+        f"vitnb checkpoints hold a VisionTransformer or a ResNet18, not a {type(model).__name__}; "
+        f"save another module's weights with torch.save(model.state_dict(), path)"
+    )
 
 
-def load_model(path: str | Path) -> tuple[VisionTransformer, dict]:
-    """Rebuild a ViT from a checkpoint holding 'config' and 'model'; returns (model in eval mode, checkpoint)."""
-    ckpt = load_checkpoint(path)
+def data_info(dataset) -> dict | None:
+    """What a checkpoint records about its data: `dataset.meta()` when it has one, else None."""
+    return dataset.meta() if hasattr(dataset, "meta") else None
+
+
+def checkpoint_header(model: nn.Module, dataset=None) -> dict:
+    """The part of every checkpoint that says what it holds: format, kind, model config, data set."""
+    kind = model_kind(model)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "config": model.cfg.to_dict(),
+        "data": data_info(dataset),
+    }
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, dataset=None, **extra) -> Path:
+    """Save a ViT or ResNet18 with its config (and `dataset`'s name, classes and preprocessing, if given)."""
+    return save_checkpoint(path, {**checkpoint_header(model, dataset), "model": model.state_dict(), **extra})
+
+
+# --- reading -------------------------------------------------------------------------------------
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path} is not a vitnb checkpoint ({why}); {EXPECTED}")
+
+
+def _brief(err: BaseException, limit: int = 200) -> str:
+    """An error on one line, cut to `limit` characters: 'KeyError: 101'."""
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text if len(text) <= limit else text[: limit - 3] + '...'}"
+
+
+def _unreadable(err: Exception, path: Path) -> str:
+    """Why torch.load failed, in words: a damaged archive, objects unsafe to load, or the error itself."""
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if "Weights only load failed" in str(err):
+        return "torch.load could not read it: it holds pickled Python objects, not only tensors and plain values"
+    if zipped:
+        return f"torch.load could not read it: the archive is truncated or damaged ({_brief(err, 60)})"
+    return f"torch.load could not read it: {_brief(err)}"
+
+
+def _validated(ckpt, path: Path) -> dict:
+    """`ckpt` with defaults filled in for files from before the format had a name; ValueError if foreign."""
+    if not isinstance(ckpt, dict):
+        raise _not_a_checkpoint(path, f"it holds a {type(ckpt).__name__}, not a dict")
+    if ckpt.get("format", FORMAT) != FORMAT:
+        raise _not_a_checkpoint(path, f"its format is {ckpt['format']!r}")
+    if ckpt.get("version", 0) > VERSION:
+        raise ValueError(f"{path} has checkpoint format version {ckpt['version']}, newer than {VERSION}: upgrade vitnb")
     if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(
-            f"{path} is not a vitnb model checkpoint (keys: {sorted(ckpt)}); expected 'config' and 'model'"
-        )
-    model = VisionTransformer(ViTConfig.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            why = "it holds a bare state_dict without the model's config; save with vitnb.save_model(path, model)"
+        else:
+            why = f"keys {sorted(map(str, ckpt))[:8]}, no 'config' and 'model'"
+        raise _not_a_checkpoint(path, why)
+    kind = ckpt.get("kind", "vit")
+    if kind not in KINDS:
+        raise _not_a_checkpoint(path, f"unknown model kind {kind!r}; known: {sorted(KINDS)}")
+    return {"format": FORMAT, "version": 0, "kind": kind, "data": None, **ckpt}
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise _not_a_checkpoint(path, f"safetensors could not read it: {_brief(err)}") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} holds no vitnb metadata; expected a file written by vitnb.export_safetensors")
+    header = {k: json.loads(metadata[k]) for k in ("version", "kind", "config", "data")}
+    return _validated({"format": FORMAT, **header, "model": state}, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint (`.pt` from save_model / fit, or `.safetensors` from export_safetensors).
+
+    Safe to call on untrusted files (weights_only=True). Missing files raise FileNotFoundError; empty,
+    truncated and foreign files a ValueError naming the file. Files written before the format had a
+    name (a dict with 'config' and 'model') load too, with "data" None.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one first (see README, `python -m vitnb --help`)")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.stat().st_size == 0:
+        raise _not_a_checkpoint(path, "the file is empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise _not_a_checkpoint(path, _unreadable(err, path)) from err
+    return _validated(ckpt, path)
+
+
+def build_model(ckpt: dict) -> nn.Module:
+    """The model a checkpoint describes (kind + config), with freshly initialised weights."""
+    config_cls, model_cls = KINDS[ckpt["kind"]]
+    return model_cls(config_cls.from_dict(ckpt["config"]))
+
+
+def load_model(
+    path: str | os.PathLike, *, num_classes: int | None = None, img_size: int | None = None
+) -> tuple[nn.Module, dict]:
+    """Rebuild any vitnb model from a checkpoint; returns (model in eval mode, checkpoint dict).
+
+    num_classes: replace the head with a fresh one for this many classes (finetuning on a new task).
+    img_size: accept images of this size (a ViT resamples its position embeddings; a CNN takes any size).
+    """
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(ckpt)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise _not_a_checkpoint(
+            Path(path), f"its config and weights do not make a {ckpt['kind']}: {_brief(err)}"
+        ) from err
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
+    if img_size is not None and img_size != model.cfg.img_size:
+        if hasattr(model, "set_input_size"):
+            model.set_input_size(img_size)
+        else:
+            model.cfg = model.cfg.replace(img_size=img_size)
     return model.eval(), ckpt
+
+
+def check_compatible(ckpt: dict, dataset) -> None:
+    """Raise a ValueError if `dataset` is not the kind of data the checkpoint's model was trained on.
+
+    Compares the class names (for checkpoints without them, the number of classes), the channels and,
+    for models of a fixed input size, the image size. To finetune on other classes: `load_model(path, num_classes=N)`.
+    """
+    from .data import as_image_dataset
+
+    dataset = as_image_dataset(dataset)
+    config, data = ckpt["config"], ckpt.get("data") or {}
+    trained_on = f"the checkpoint's model was trained on {data.get('name') or 'a data set'}"
+    name = f"the data set {dataset.name}" if dataset.name else "the data set"
+    ours, theirs = data.get("classes"), list(dataset.classes)
+    if ours is not None and list(ours) != theirs:
+        raise ValueError(
+            f"{trained_on} with {len(ours)} classes {_preview(ours)}, but {name} has {len(theirs)} classes "
+            f"{_preview(theirs)}; evaluate on the data it was trained on, or finetune a new head with "
+            f"load_model(path, num_classes={len(theirs)})"
+        )
+    if len(theirs) != config["num_classes"]:
+        raise ValueError(
+            f"{trained_on} with {config['num_classes']} classes, but {name} has {len(theirs)}; "
+            f"finetune a new head with load_model(path, num_classes={len(theirs)})"
+        )
+    c, h, w = dataset.image_shape
+    if c != config["in_chans"]:
+        raise ValueError(f"{trained_on} with {config['in_chans']}-channel images, but {name} has {c} channels")
+    size = config["img_size"]
+    if not config.get("any_size") and (h, w) != (size, size):
+        raise ValueError(
+            f"{trained_on} with {size}x{size} images, but {name} has {h}x{w}; load the data with "
+            f"img_size={size}, or adapt the model with load_model(path, img_size={h})"
+        )
+
+
+def _preview(classes, n: int = 4) -> str:
+    shown = ", ".join(map(str, list(classes)[:n]))
+    return f"({shown}, ...)" if len(classes) > n else f"({shown})"
+
+
+# --- sharing -------------------------------------------------------------------------------------
+def export_safetensors(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write a checkpoint's weights alone as safetensors, with kind, config and data set as metadata JSON.
+
+    `load_model(out_path)` rebuilds the model; the optimizer and run state are left out.
+    """
+    from safetensors.torch import save
+
+    ckpt = load_checkpoint(ckpt_path)
+    tensors = {k: v.contiguous().clone() for k, v in ckpt["model"].items()}  # no shared or strided storage
+    header = {"version": VERSION, "kind": ckpt["kind"], "config": ckpt["config"], "data": ckpt["data"]}
+    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in header.items()}}  # str -> str only
+    return atomic_write(out_path, lambda f: f.write(save(tensors, metadata)))

@@ -23,6 +23,10 @@ class CNNConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> CNNConfig:
+        return cls(**d)
+
     def replace(self, **changes) -> CNNConfig:
         return CNNConfig(**{**self.to_dict(), **changes})
 
@@ -31,7 +35,7 @@ class ResNet18(torchvision.models.ResNet):
     """torchvision's ResNet-18 with a 3x3 stride-1 stem, no max-pool, `in_chans` input channels."""
 
     kind = "resnet18"
-    channels_last = True  # the trainer feeds it NHWC tensors: about 2x faster convolutions on a CPU
+    channels_last = True  # the trainer feeds it NHWC (channels_last) tensors, which CPUs convolve faster
 
     def __init__(self, cfg: CNNConfig | None = None, **kwargs):
         cfg = cfg or CNNConfig(**kwargs)
