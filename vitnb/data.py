@@ -3,11 +3,14 @@
 Every data set here yields `(image float tensor (C, H, W), int label)`. Fashion-MNIST is found in
 `data/` (or $VITNB_DATA), then in Debian's `dataset-fashion-mnist` package, then via torchvision's
 download; any other torchvision data set (CIFAR-10, an ImageFolder of your own) goes through
-`from_torchvision`.
+`from_torchvision`, and any other map-style data set of (image tensor, int label) through
+`as_image_dataset`. Files are written with `atomic_write`, so several processes (e.g. under torchrun)
+can prepare the same data at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import os
@@ -20,6 +23,8 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
+from .checkpoint import atomic_write
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -30,12 +35,17 @@ FASHION_MNIST_FILES = (
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (the folder holding pyproject.toml), or None if installed."""
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").exists() else None
+
+
 def data_root() -> Path:
     """Where data sets land: $VITNB_DATA, else `data/` in the source checkout, else ./data."""
     if "VITNB_DATA" in os.environ:
         return Path(os.environ["VITNB_DATA"])
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout / "data" if (checkout / "pyproject.toml").exists() else Path.cwd() / "data"
+    return (checkout_root() or Path.cwd()) / "data"
 
 
 @dataclass
@@ -44,6 +54,8 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 
     Indexing returns `(normalised float image (C, H, W), int label)`; `BatchLoader` reads whole
     batches straight from the uint8 tensor, which is far faster than per-sample transforms.
+    `mean` and `std` are per channel, of images scaled to [0, 1]; `name` says which data set it is
+    (checkpoints record it with the classes and the preprocessing: see `meta`).
     """
 
     images: torch.Tensor
@@ -51,13 +63,17 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     classes: Sequence[str]
     mean: Sequence[float]
     std: Sequence[float]
+    name: str = ""
 
-    def __post_init__(self) -> None:
+    def _check_images(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(
                 f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} "
                 f"of shape {tuple(self.images.shape)}"
             )
+
+    def __post_init__(self) -> None:
+        self._check_images()
         self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
         if self.labels.shape != (len(self.images),):
             raise ValueError(
@@ -99,11 +115,29 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (images * std + mean).clamp(0, 1)
 
-    def subset(self, indices: torch.Tensor) -> ImageTensorDataset:
-        return ImageTensorDataset(self.images[indices], self.labels[indices], self.classes, self.mean, self.std)
+    def meta(self) -> dict:
+        """Name, class names and preprocessing (image shape, per-channel mean/std) as plain Python values."""
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "mean": [float(m) for m in self.mean],
+            "std": [float(s) for s in self.std],
+        }
 
-    def per_class_subset(self, per_class: int, seed: int = 0) -> ImageTensorDataset:
-        """A fixed, seeded selection of `per_class` examples of every class (e.g. 1% of the labels)."""
+    def subset(self, indices: torch.Tensor) -> ImageTensorDataset:
+        """The examples at `indices`, with the same classes, preprocessing and name."""
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+
+    def per_class_subset(self, per_class: int | None, seed: int = 0) -> ImageTensorDataset:
+        """A fixed, seeded selection of `per_class` examples of every class (e.g. 1% of the labels).
+
+        `per_class=None` returns the whole set, so a "labels per class" option can default to all.
+        """
+        if per_class is None:
+            return self
+        if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(f"per_class must be a positive int (or None for the whole set), got {per_class!r}")
         g = torch.Generator().manual_seed(seed)
         picks = []
         for c in range(self.num_classes):
@@ -116,13 +150,100 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         return self.subset(torch.cat(picks).sort().values)
 
 
+class FloatImageDataset(ImageTensorDataset):
+    """Images given as float tensors (N, C, H, W), already as the model takes them (`normalize` keeps them).
+
+    What `as_image_dataset` makes of a data set that is not an `ImageTensorDataset`. The preprocessing
+    that produced the images is unknown, so `meta()` records mean and std as None.
+    """
+
+    def _check_images(self) -> None:
+        if not self.images.is_floating_point() or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be a float tensor (N, C, H, W), got {self.images.dtype} "
+                f"of shape {tuple(self.images.shape)}"
+            )
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float()
+
+    def meta(self) -> dict:
+        return {**super().meta(), "mean": None, "std": None}
+
+
+# --- any data set --------------------------------------------------------------------------------
+NEEDS = "fit, evaluate and predict take a map-style data set (len() and [i]) of (image tensor (C, H, W), int label)"
+
+
+def as_image_dataset(dataset) -> ImageTensorDataset:
+    """Any map-style data set of (image tensor (C, H, W), int label) pairs, held in memory for the trainer.
+
+    An `ImageTensorDataset` comes back as it is (the fast uint8 path). A `TensorDataset(images, labels)`
+    is wrapped without copying; any other data set is read once, item by item, into float tensors, so
+    it must fit in memory (for big image sets, `from_torchvision` keeps uint8). Images are used as given
+    (no normalisation). Class names come from the data set's `classes` if it has them, else '0', '1', ...
+    """
+    if isinstance(dataset, ImageTensorDataset):
+        return dataset
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
+        images, labels = dataset.tensors
+    else:
+        images, labels = _read_items(dataset)
+    if images.ndim != 4:
+        raise TypeError(f"{NEEDS} pairs; got images of shape {tuple(images.shape[1:])}, not (C, H, W)")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    c = images.shape[1]
+    return FloatImageDataset(
+        images.float(), labels, _class_names(dataset, labels), (0.0,) * c, (1.0,) * c, getattr(dataset, "name", "")
+    )
+
+
+def _read_items(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the (image tensor, int label) items of a map-style data set; a TypeError for anything else."""
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(f"{NEEDS} pairs; a {type(dataset).__name__} has no len() or [i]")
+    images, labels = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], torch.Tensor)) or not (
+            isinstance(item[1], int) or (isinstance(item[1], torch.Tensor) and item[1].numel() == 1)
+        ):
+            kinds = ", ".join(type(x).__name__ for x in item) if isinstance(item, tuple | list) else type(item).__name__
+            raise TypeError(
+                f"{NEEDS} pairs; item {i} of the {type(dataset).__name__} is ({kinds}). Convert PIL images with "
+                f"v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]), or use vitnb.data.from_torchvision"
+            )
+        images.append(item[0])
+        labels.append(int(item[1]))
+    if not images:
+        return torch.zeros(0, 1, 1, 1), torch.zeros(0, dtype=torch.int64)
+    return _stack_images(images, "resize them to one size (e.g. from_torchvision(ds, img_size=N))"), torch.tensor(
+        labels
+    )
+
+
+def _stack_images(images: Sequence[torch.Tensor], fix: str) -> torch.Tensor:
+    """(C, H, W) tensors -> (N, C, H, W); a ValueError saying `fix` when their shapes differ."""
+    shapes = sorted({tuple(im.shape) for im in images})
+    if len(shapes) > 1:
+        raise ValueError(f"the images differ in shape ({shapes[0]}, {shapes[-1]}, ...); {fix}")
+    return torch.stack(list(images))
+
+
+def _class_names(dataset, labels: torch.Tensor) -> list[str]:
+    """The data set's `classes`, else '0', '1', ... up to the largest label."""
+    names = getattr(dataset, "classes", None)
+    return list(names) if names else [str(c) for c in range(int(labels.max()) + 1 if len(labels) else 0)]
+
+
 # --- loading -------------------------------------------------------------------------------------
 def fetch_fashion_mnist(root: Path | None = None) -> Path:
     """Make sure Fashion-MNIST is unpacked under `root` (default `data_root()`), and return `root`.
 
     Looks in `root/FashionMNIST/raw`, then unpacks the gz files of Debian's `dataset-fashion-mnist`
     (recompressed by Debian, so their MD5 sums differ from torchvision's list while the contents are
-    the same), then lets torchvision download (and MD5-check) them.
+    the same), then lets torchvision download (and MD5-check) them. Safe to run in several processes
+    at once: each writes its own temp file and renames it into place.
     """
     root = Path(root or data_root())
     raw = root / "FashionMNIST" / "raw"
@@ -130,12 +251,9 @@ def fetch_fashion_mnist(root: Path | None = None) -> Path:
     if all(p.exists() for p in unpacked):
         return root
     if all((DEBIAN_FASHION_MNIST / f).exists() for f in FASHION_MNIST_FILES):
-        raw.mkdir(parents=True, exist_ok=True)
         for f, dest in zip(FASHION_MNIST_FILES, unpacked, strict=True):
-            tmp = dest.with_suffix(".tmp")
-            with gzip.open(DEBIAN_FASHION_MNIST / f) as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
-            tmp.replace(dest)  # atomic: a half-written file never looks like data
+            with gzip.open(DEBIAN_FASHION_MNIST / f) as src:
+                atomic_write(dest, lambda out, src=src: shutil.copyfileobj(src, out))
         return root
     try:
         torchvision.datasets.FashionMNIST(root, train=True, download=True)
@@ -152,12 +270,13 @@ def fetch_fashion_mnist(root: Path | None = None) -> Path:
 def fashion_mnist(train: bool = True, root: Path | None = None) -> ImageTensorDataset:
     """Fashion-MNIST (60,000 train / 10,000 test, 28x28 grayscale, 10 classes) as an in-memory set."""
     ds = torchvision.datasets.FashionMNIST(fetch_fashion_mnist(root), train=train, download=False)
+    images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28) uint8
     return ImageTensorDataset(
-        ds.data.unsqueeze(1).contiguous(), ds.targets, list(ds.classes), FASHION_MNIST_MEAN, FASHION_MNIST_STD
+        images, ds.targets, list(ds.classes), FASHION_MNIST_MEAN, FASHION_MNIST_STD, "fashion_mnist"
     )
 
 
-def from_torchvision(ds, img_size: int | None = None, mean=None, std=None) -> ImageTensorDataset:
+def from_torchvision(ds, img_size: int | None = None, mean=None, std=None, name: str = "") -> ImageTensorDataset:
     """Materialise any torchvision-style data set of (PIL image or tensor, int label) in memory.
 
     Images are converted to uint8 tensors and, if `img_size` is given, resized (shorter side) and
@@ -170,18 +289,19 @@ def from_torchvision(ds, img_size: int | None = None, mean=None, std=None) -> Im
     images, labels = zip(
         *((to_uint8(img), int(label)) for img, label in map(ds.__getitem__, range(len(ds)))), strict=True
     )
-    if len({tuple(im.shape) for im in images}) > 1:
-        raise ValueError("images differ in size; pass img_size=... to resize them to one size")
-    images = torch.stack(images)
+    images = _stack_images(images, "pass img_size=... to resize them to one size")
+    labels = torch.tensor(labels)
     flat = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
     mean = tuple(flat.mean(1).tolist()) if mean is None else mean
     std = tuple(flat.std(1).tolist()) if std is None else std
-    classes = getattr(ds, "classes", None) or [str(c) for c in range(max(labels) + 1)]
-    return ImageTensorDataset(images, torch.tensor(labels), list(classes), mean, std)
+    return ImageTensorDataset(images, labels, _class_names(ds, labels), mean, std, name)
 
 
 def load_dataset(name: str, train: bool = True, root: Path | None = None, img_size: int | None = None):
-    """A data set by name: 'fashion_mnist', 'cifar10', 'cifar100', or 'folder:/path/to/imagefolder'."""
+    """A data set by name: 'fashion_mnist', 'cifar10', 'cifar100', or 'folder:/path/to/imagefolder'.
+
+    The data set's `name` is the name it was loaded by.
+    """
     root = Path(root or data_root())
     if name == "fashion_mnist":
         return fashion_mnist(train, root)
@@ -189,7 +309,7 @@ def load_dataset(name: str, train: bool = True, root: Path | None = None, img_si
         path = Path(name.split(":", 1)[1])
         if not path.is_dir():
             raise ValueError(f"image folder {path} does not exist (expected one sub-folder per class)")
-        return from_torchvision(torchvision.datasets.ImageFolder(path), img_size=img_size)
+        return from_torchvision(torchvision.datasets.ImageFolder(path), img_size=img_size, name=name)
     known = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
     if name not in known:
         raise ValueError(f"unknown data set {name!r}; use 'fashion_mnist', 'cifar10', 'cifar100' or 'folder:PATH'")
@@ -200,7 +320,7 @@ def load_dataset(name: str, train: bool = True, root: Path | None = None, img_si
             f"{name} is not in {root} and could not be downloaded ({err}); put torchvision's "
             f"archive there or rerun with internet access"
         ) from err
-    return from_torchvision(ds, img_size=img_size)
+    return from_torchvision(ds, img_size=img_size, name=name)
 
 
 # --- batches -------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import save_checkpoint
+
 MIN_MAPS, MAX_MAPS = 2, 7
 MAX_LYAPUNOV = -0.3  # keep systems whose random map products shrink by >= e^0.3 per step on average
 JITTER = 0.1  # instances multiply every parameter by a factor in [1 - JITTER, 1 + JITTER]
@@ -224,8 +226,5 @@ def load_or_make_corpus(
         data = torch.load(path, weights_only=True)
         return data["images"], data["labels"]
     images, labels = make_corpus(num_classes, per_class, img_size, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({"images": images, "labels": labels}, tmp)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    save_checkpoint(path, {"images": images, "labels": labels})  # atomic, and safe from several processes at once
     return images, labels
