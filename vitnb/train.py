@@ -6,14 +6,19 @@ accuracy, images/s); evaluates every epoch; writes an atomic checkpoint every ep
 `History` that `History.plot()` draws. `resume=True` continues a killed run from its last checkpoint and
 ends with the same weights as an uninterrupted run. Under `torchrun --nproc_per_node=N` the same call
 trains with DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 logs and checkpoints.
+
+fit is a few named steps: `_setup` (device, DDP, loader, optimizer), `_restore` (resume),
+`train_one_epoch` (made of `optimizer_step`s), `epoch_record` and `checkpoint_payload`. Data sets may be
+an `ImageTensorDataset` or any map-style data set of (image tensor, int label) pairs.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -23,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import BatchLoader, ImageTensorDataset
+from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind, save_checkpoint
+from .data import BatchLoader, ImageTensorDataset, as_image_dataset
 
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
 
@@ -69,7 +74,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# --- device and precision ------------------------------------------------------------------------
+# --- seeds, device and precision -----------------------------------------------------------------
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python's and torch's global generators; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """`device` if given (or $VITNB_DEVICE), else cuda, then mps, then cpu."""
     device = device or os.environ.get("VITNB_DEVICE")
@@ -85,7 +97,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def cpu_has_fast_bf16() -> bool:
     """True if this CPU does bf16 matmuls in hardware (AMX or AVX512-BF16), where bf16 autocast pays off.
 
-    Without them PyTorch emulates bf16 and it is several times *slower* than fp32 (an AVX2-only CPU).
+    Without them PyTorch emulates bf16 in software, which is slower than fp32.
     """
     cpu = torch.cpu
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -135,7 +147,7 @@ def _all_sum(values: list[float], world_size: int) -> list[float]:
 
 
 def _memory_format(model: nn.Module) -> torch.memory_format:
-    """channels_last for CNNs that ask for it (2x faster convolutions on CPU here), else the default."""
+    """channels_last for models that ask for it (CNNs: faster convolutions), else the default."""
     return torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
 
 
@@ -260,90 +272,119 @@ class History(list):
 
 
 # --- evaluation ----------------------------------------------------------------------------------
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with `model` in eval mode, then put it back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters are (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    dataset: ImageTensorDataset,
+    dataset,
     batch_size: int = 1024,
     precision: str = "auto",
-    device: torch.device | str | None = None,
+    device: str | torch.device | None = None,
     transform=None,
 ) -> torch.Tensor:
-    """Predicted class of every image (N,). `transform` (optional) maps uint8-as-float images before
-    normalisation, e.g. `lambda x: shift_image(x, 2, 0)`."""
-    device = pick_device(device) if not isinstance(device, torch.device) else device
+    """Predicted class of every image (N,), computed on the model's device.
+
+    dataset: an `ImageTensorDataset` or any map-style data set of (image tensor, int label) pairs.
+    device: move the model there first (default: leave it where it is).
+    transform: maps each batch before normalisation (for an ImageTensorDataset, floats in 0..255),
+        e.g. `lambda x: shift_image(x, 2, 0)`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    dataset = as_image_dataset(dataset)
+    check_data(model, dataset, "data set")
+    if device is not None:
+        model.to(pick_device(device))
+    device = model_device(model)
     precision = resolve_precision(precision, device)
-    was_training = model.training
-    model.eval()
+    memory_format = _memory_format(model)
     preds = []
-    for i in range(0, len(dataset), batch_size):
-        images = dataset.images[i : i + batch_size].float()  # (B, C, H, W) in 0..255
-        x = dataset.normalize(images if transform is None else transform(images))
-        with autocast(device, precision):
-            preds.append(model(x.to(device, memory_format=_memory_format(model))).argmax(1).cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(dataset), batch_size):
+            images = dataset.images[i : i + batch_size].float()  # (B, C, H, W)
+            x = dataset.normalize(images if transform is None else transform(images))
+            with autocast(device, precision):
+                preds.append(model(x.to(device, memory_format=memory_format)).argmax(1).cpu())
     return torch.cat(preds)
 
 
-def evaluate(model: nn.Module, dataset: ImageTensorDataset, **kwargs) -> float:
-    """Top-1 accuracy of `model` on `dataset` (see `predict` for the options)."""
+def evaluate(model: nn.Module, dataset, **kwargs) -> float:
+    """Top-1 accuracy of `model` on `dataset` (see `predict` for the data sets and options it takes)."""
+    dataset = as_image_dataset(dataset)
     return (predict(model, dataset, **kwargs) == dataset.labels).float().mean().item()
 
 
-def _evaluate_sharded(model, dataset, cfg, device, precision, rank, world_size) -> float:
-    """Accuracy over the whole set, each rank scoring its own slice."""
-    shard = torch.arange(rank, len(dataset), world_size)
-    part = dataset.subset(shard)
-    correct = (predict(model, part, cfg.eval_batch_size, precision, device) == part.labels).sum().item()
-    correct, n = _all_sum([correct, len(part)], world_size)
-    return correct / n
+# --- finetuning ----------------------------------------------------------------------------------
+def freeze_all_but_head(model: nn.Module) -> nn.Module:
+    """Linear probe: only the classifier head (`head`, or `fc` for the ResNet) stays trainable."""
+    head = model.head if hasattr(model, "head") else model.fc
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in head.parameters():
+        p.requires_grad = True
+    return model
 
 
 # --- the loop ------------------------------------------------------------------------------------
-def model_spec(model: nn.Module) -> dict:
-    """How to rebuild `model` from a checkpoint: {'kind': ..., 'config': dict}."""
-    cfg = getattr(model, "cfg", None)
-    kind = getattr(model, "kind", "vit")
-    return {"kind": kind, "config": cfg.to_dict() if cfg is not None else {}}
+@dataclass
+class Run:
+    """What the steps of `fit` share: the model, its optimisation state, where and how it trains."""
+
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DistributedDataParallel when world_size > 1
+    cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None  # CUDA fp16 ('amp') only
+    device: torch.device
+    precision: str
+    rank: int
+    world_size: int
+    checkpoint: Path | None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return _memory_format(self.model)
 
 
-def fit(
-    model: nn.Module,
-    train_set: ImageTensorDataset,
-    val_set: ImageTensorDataset | None = None,
-    cfg: TrainConfig | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    verbose: bool = True,
-    max_epochs_this_run: int | None = None,
-    callbacks: tuple = (),
-) -> History:
-    """Train `model` in place on `train_set`, evaluating on `val_set` after every epoch.
-
-    checkpoint: path written atomically after every epoch (model, optimizer, scheduler, epoch, history,
-        RNG and loader state, configs), readable with torch.load(weights_only=True).
-    resume: continue from `checkpoint` if it exists (same result as never stopping).
-    max_epochs_this_run: stop after this many epochs (the run can be resumed later).
-    callbacks: functions called as f(epoch, record, model) after every epoch's checkpoint.
-    Raises ValueError for data that does not fit the model and FloatingPointError on a non-finite loss.
-    """
-    cfg = cfg or TrainConfig()
+def _check_inputs(model, train_set, val_set, checkpoint, resume):
+    """(train_set, val_set) as in-memory data sets, checked against the model; ValueError for what cannot train."""
+    train_set = as_image_dataset(train_set)
     check_data(model, train_set, "training set")
     if val_set is not None:
+        val_set = as_image_dataset(val_set)
         check_data(model, val_set, "validation set")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint is not None:
+        model_kind(model)  # raises for a model the checkpoint format cannot hold, before any training
+    return train_set, val_set
+
+
+def _setup(model, train_set, cfg, device, checkpoint) -> tuple[Run, BatchLoader]:
+    """Pick the device and precision, join DDP if launched by torchrun, build the loader and the optimizer."""
     device = pick_device(device)
     precision = resolve_precision(cfg.precision, device)
     rank, world_size = init_distributed(device)
-    memory_format = _memory_format(model)
-    model.to(device, memory_format=memory_format)
+    model.to(device, memory_format=_memory_format(model))
     net = model
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
     loader = BatchLoader(
         train_set,
         cfg.batch_size,
@@ -363,117 +404,208 @@ def fit(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
-    history, start_epoch = History(), 0
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    run = Run(model, net, cfg, optimizer, scheduler, scaler, device, precision, rank, world_size, checkpoint)
+    return run, loader
+
+
+def check_resumable(state: dict, model: nn.Module, path: str | Path) -> None:
+    """Raise a ValueError unless `state` is a run of fit for a model of exactly this kind and config."""
+    kind = model_kind(model)
+    try:
+        saved = KINDS[state["kind"]][0].from_dict(state["config"]).to_dict()  # defaults filled in
+    except (TypeError, ValueError):
+        saved = state["config"]
+    ours = model.cfg.to_dict()
+    if state["kind"] != kind or saved != ours:
+        keys = sorted(set(saved) | set(ours))
+        diff = ", ".join(
+            f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} here" for k in keys if saved.get(k) != ours.get(k)
+        )
+        raise ValueError(
+            f"cannot resume from {path}: it holds a {state['kind']} model of another config than this {kind} ({diff}); "
+            f"pass the model it was trained with (vitnb.load_model rebuilds it) or write to another checkpoint path"
+        )
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "history", "rng") if k not in state]
+    if missing:
+        raise ValueError(
+            f"cannot resume from {path}: it holds a model but no training state ({', '.join(missing)}); "
+            f"it was written by save_model, not fit(checkpoint=...). To train from its weights, "
+            f"load them with vitnb.load_model and fit without resume=True"
+        )
+
+
+def _restore(run: Run, verbose: bool) -> History:
+    """Continue the run in `run.checkpoint`: model, optimizer, scheduler and RNG state; returns its history."""
+    state = load_checkpoint(run.checkpoint)
+    check_resumable(state, run.model, run.checkpoint)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if verbose and run.rank == 0:
+        print(f"resumed from {run.checkpoint} after epoch {state['epoch']}")
+    return History(state["history"])
+
+
+def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    """Backward pass, gradient clipping, one optimizer step (through the AMP scaler if any), one schedule step."""
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.cfg.grad_clip:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+
+
+def _check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
+    """FloatingPointError (on every rank at once, so none waits forever) if the loss is NaN or infinite."""
+    if _all_finite(loss, run.world_size):
+        return
+    where = f"; the last good checkpoint ({run.checkpoint}) is untouched" if run.checkpoint else ""
+    raise FloatingPointError(
+        f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}{where}. "
+        f"Training diverged: lower the learning rate (now {run.scheduler.get_last_lr()[0]:.3g}, "
+        f"peak {run.cfg.lr:.3g}), keep gradient clipping on, or check the data for NaNs"
+    )
+
+
+def train_one_epoch(run: Run, loader: BatchLoader, epoch: int, budget: int, bar) -> list[float]:
+    """One pass over `loader`, stopping at step `budget` of the run; this process's [loss sum, correct, seen]."""
+    run.net.train()
+    loader.set_epoch(epoch)
+    t0 = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step, (x, y) in enumerate(loader):
+        if epoch * len(loader) + step >= budget:
+            break
+        x = x.to(run.device, non_blocking=True, memory_format=run.memory_format)  # (B, C, H, W)
+        y = y.to(run.device, non_blocking=True)  # (B,)
+        with autocast(run.device, run.precision):
+            logits = run.net(x)  # (B, num_classes)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
+        _check_finite(run, loss, epoch, step)
+        optimizer_step(run, loss)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.update()
+        bar.set_postfix(
+            loss=f"{loss_sum / seen:.3f}",
+            acc=f"{correct / seen:.3f}",
+            img_s=f"{seen * run.world_size / (time.perf_counter() - t0):.0f}",
+        )
+    return [loss_sum, correct, seen]
+
+
+def _evaluate_sharded(run: Run, dataset: ImageTensorDataset) -> float:
+    """Accuracy over the whole set, each rank scoring its own slice."""
+    part = dataset.subset(torch.arange(run.rank, len(dataset), run.world_size))
+    correct = 0
+    if len(part):
+        correct = (predict(run.model, part, run.cfg.eval_batch_size, run.precision) == part.labels).sum().item()
+    correct, n = _all_sum([correct, len(part)], run.world_size)
+    return correct / n
+
+
+def epoch_record(run: Run, epoch: int, sums, val_acc, train_seconds: float, epoch_seconds: float, last: dict) -> dict:
+    """The History row of an epoch, from the summed [loss, correct, seen] of all ranks; times add to `last`'s."""
+    loss_sum, correct, seen = sums
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / seen,
+        "train_acc": correct / seen,
+        "val_acc": val_acc,
+        "lr": run.scheduler.get_last_lr()[0],
+        "images_per_s": seen / train_seconds,
+        "epoch_time": epoch_seconds,
+        "train_time": last.get("train_time", 0.0) + train_seconds,
+        "time": last.get("time", 0.0) + epoch_seconds,
+    }
+
+
+def checkpoint_payload(run: Run, train_set, history: History) -> dict:
+    """Everything a checkpoint holds after an epoch: model and data (see vitnb.checkpoint), run state to resume."""
+    epoch = history.final["epoch"]
+    return {
+        **checkpoint_header(run.model, train_set),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": epoch,
+        "history": list(history),
+        "rng": {"torch": torch.get_rng_state()},
+        "loader": {"seed": run.cfg.seed, "epoch": epoch},
+        "train_config": run.cfg.to_dict(),
+        "precision": run.precision,
+        "world_size": run.world_size,
+    }
+
+
+def _epoch_line(record: dict) -> str:
+    val = f", val acc {record['val_acc']:.4f}" if record["val_acc"] is not None else ""
+    return (
+        f"epoch {record['epoch']:3d}: train loss {record['train_loss']:.4f}, train acc {record['train_acc']:.4f}"
+        f"{val}, {record['images_per_s']:.0f} img/s, {record['epoch_time']:.1f} s"
+    )
+
+
+def fit(
+    model: nn.Module,
+    train_set,
+    val_set=None,
+    cfg: TrainConfig | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    max_epochs_this_run: int | None = None,
+    callbacks: tuple = (),
+) -> History:
+    """Train `model` in place on `train_set`, evaluating on `val_set` after every epoch.
+
+    train_set, val_set: `ImageTensorDataset`s, or any map-style data sets of (image tensor, int label).
+    checkpoint: path written atomically after every epoch (see vitnb.checkpoint for what it holds).
+    resume: continue from `checkpoint` if it exists (same result as never stopping); a checkpoint of
+        another model kind or config is a ValueError, and is left as it is.
+    max_epochs_this_run: stop after this many epochs (the run can be resumed later).
+    callbacks: functions called as f(epoch, record, model) after every epoch's checkpoint.
+    Raises ValueError for data that does not fit the model and FloatingPointError on a non-finite loss.
+    """
+    cfg = cfg or TrainConfig()
+    train_set, val_set = _check_inputs(model, train_set, val_set, checkpoint, resume)
+    run, loader = _setup(model, train_set, cfg, device, checkpoint)
     torch.manual_seed(cfg.seed)  # stochastic depth and anything else drawn from the global generator
-
-    if resume and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, start_epoch = History(state["history"]), state["epoch"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if verbose and rank == 0:
-            print(f"resumed from {checkpoint} after epoch {start_epoch}")
-
+    history = _restore(run, verbose) if resume and run.checkpoint.exists() else History()
     budget = total_steps(cfg, len(loader))
     num_epochs = math.ceil(budget / len(loader))
-    last_epoch = num_epochs if max_epochs_this_run is None else min(num_epochs, start_epoch + max_epochs_this_run)
-    steps = min(budget, last_epoch * len(loader)) - start_epoch * len(loader)
-    bar = tqdm(total=steps, disable=not progress or rank != 0, unit="batch", leave=True)
-    elapsed = history.final.get("time", 0.0)
-    train_elapsed = history.final.get("train_time", 0.0)
-    for epoch in range(start_epoch, last_epoch):
-        net.train()
-        loader.set_epoch(epoch)
-        bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, (x, y) in enumerate(loader):
-            if epoch * len(loader) + step >= budget:
-                break
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            with autocast(device, precision):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not _all_finite(loss, world_size):  # every rank stops together, none waits forever
-                bar.close()
-                where = f"; the last good checkpoint ({checkpoint}) is untouched" if checkpoint else ""
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}{where}. "
-                    f"Training diverged: lower the learning rate (now {scheduler.get_last_lr()[0]:.3g}, "
-                    f"peak {cfg.lr:.3g}), keep gradient clipping on, or check the data for NaNs"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            n = len(y)
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += n
-            bar.update()
-            bar.set_postfix(
-                loss=f"{loss_sum / seen:.3f}",
-                acc=f"{correct / seen:.3f}",
-                img_s=f"{seen * world_size / (time.perf_counter() - t0):.0f}",
-            )
-        train_seconds = time.perf_counter() - t0
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], world_size)
-        val_acc = None
-        if val_set is not None:
-            val_acc = _evaluate_sharded(model, val_set, cfg, device, precision, rank, world_size)
-        epoch_seconds = time.perf_counter() - t0
-        elapsed += epoch_seconds
-        train_elapsed += train_seconds
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_acc": val_acc,
-            "lr": scheduler.get_last_lr()[0],
-            "images_per_s": seen / train_seconds,
-            "epoch_time": epoch_seconds,
-            "train_time": train_elapsed,
-            "time": elapsed,
-        }
-        history.append(record)
-        if verbose and rank == 0:
-            val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
-            bar.write(
-                f"epoch {epoch + 1:3d}: train loss {record['train_loss']:.4f}, train acc "
-                f"{record['train_acc']:.4f}{val}, {record['images_per_s']:.0f} img/s, {epoch_seconds:.1f} s"
-            )
-        if checkpoint is not None and rank == 0:
-            save_checkpoint(
-                checkpoint,
-                {
-                    **model_spec(model),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": list(history),
-                    "rng": {"torch": torch.get_rng_state()},
-                    "loader": {"seed": cfg.seed, "epoch": epoch + 1},
-                    "train_config": cfg.to_dict(),
-                    "precision": precision,
-                    "world_size": world_size,
-                },
-            )
-        for callback in callbacks:
-            callback(epoch + 1, record, model)
-    bar.close()
+    start = len(history)
+    stop = num_epochs if max_epochs_this_run is None else min(num_epochs, start + max_epochs_this_run)
+    steps = min(budget, stop * len(loader)) - start * len(loader)
+    with tqdm(total=steps, disable=not progress or run.rank != 0, unit="batch", leave=True) as bar:
+        for epoch in range(start, stop):
+            bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
+            t0 = time.perf_counter()
+            sums = train_one_epoch(run, loader, epoch, budget, bar)
+            train_seconds = time.perf_counter() - t0
+            sums = _all_sum(sums, run.world_size)
+            val_acc = None if val_set is None else _evaluate_sharded(run, val_set)
+            record = epoch_record(run, epoch, sums, val_acc, train_seconds, time.perf_counter() - t0, history.final)
+            history.append(record)
+            if verbose and run.rank == 0:
+                bar.write(_epoch_line(record))
+            if run.checkpoint is not None and run.rank == 0:
+                save_checkpoint(run.checkpoint, checkpoint_payload(run, train_set, history))
+            for callback in callbacks:
+                callback(epoch + 1, record, model)
     model.eval()
     return history
