@@ -51,8 +51,8 @@ def main() -> None:
         model = vitnb.VisionTransformer(vitnb.preset("cpu")).eval()
         weights = "random (no checkpoint)"
     dataset = fashion_mnist(train=False)
-    # A notebook has usually run batches through the model before it opens the explorer; that leaves
-    # torch's thread pool in a state where tiny ops on 2 threads were slow (rollout: 54 ms) - keep it honest.
+    # A notebook has usually run batches through the model before it opens the explorer, which leaves
+    # torch's thread pool warm and busy; do the same, so the explorer is timed as a notebook uses it.
     with torch.no_grad():
         model(dataset.normalize(dataset.images[:250]), return_attention=True)
     explorer = AttentionExplorer(model, dataset)

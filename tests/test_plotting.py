@@ -1,12 +1,16 @@
+import io
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from PIL import Image
 
 from vitnb import plotting, sincos_2d
+from vitnb.rollout import attention_map, forward_cache
 
 
 # --- patch_mosaic ------------------------------------------------------------------------------------
@@ -37,7 +41,7 @@ def test_patch_mosaic_without_gap_is_the_image_and_rejects_bad_sizes():
 def test_pos_embed_similarity_equals_direct_cosine_similarity():
     grid = (3, 4)
     pos_embed = torch.randn(1, 2 + 12, 16)  # two prefix rows, which must be skipped
-    sim = plotting.pos_embed_similarity(pos_embed, grid, num_prefix_tokens=2)
+    sim = plotting.pos_embed_similarity(pos_embed, num_prefix_tokens=2, grid_size=grid)
     assert sim.shape == (3, 4, 3, 4)
     patches = pos_embed[0, 2:]
     for i, j, r, c in [(0, 0, 0, 0), (0, 1, 2, 3), (2, 3, 1, 0), (1, 2, 1, 1)]:
@@ -46,24 +50,81 @@ def test_pos_embed_similarity_equals_direct_cosine_similarity():
     torch.testing.assert_close(sim.reshape(12, 12).diagonal(), torch.ones(12))
     torch.testing.assert_close(sim, sim.permute(2, 3, 0, 1))  # symmetric
     with pytest.raises(ValueError, match="grid"):
-        plotting.pos_embed_similarity(pos_embed, (4, 4), num_prefix_tokens=2)
+        plotting.pos_embed_similarity(pos_embed, num_prefix_tokens=2, grid_size=(4, 4))
 
 
 def test_sincos_similarity_depends_only_on_the_offset():
-    sim = plotting.pos_embed_similarity(sincos_2d(32, (5, 5), 1), (5, 5), 1)
+    sim = plotting.pos_embed_similarity(sincos_2d(32, (5, 5), 1), num_prefix_tokens=1, grid_size=(5, 5))
     torch.testing.assert_close(sim[0, 0, 1, 2], sim[3, 2, 4, 4])  # same offset (+1, +2)
     torch.testing.assert_close(sim[1, 1, 3, 1], sim[2, 4, 4, 4])  # same offset (+2, 0)
 
 
 def test_plot_pos_embed_similarity_shows_the_tiled_grid():
     pos_embed = torch.randn(1, 1 + 6, 8)
-    fig = plotting.plot_pos_embed_similarity(pos_embed, (2, 3), num_prefix_tokens=1)
+    fig = plotting.plot_pos_embed_similarity(pos_embed, num_prefix_tokens=1, grid_size=(2, 3))
     assert isinstance(fig, Figure) and len(fig.axes) == 2  # the grid and its colour bar
     shown = torch.from_numpy(fig.axes[0].images[0].get_array().filled(math.nan))
     assert shown.shape == (2 * 2 + 1, 3 * 3 + 2)  # 2x3 tiles of 2x3, one blank line between tiles
-    sim = plotting.pos_embed_similarity(pos_embed, (2, 3), 1)
+    sim = plotting.pos_embed_similarity(pos_embed, num_prefix_tokens=1, grid_size=(2, 3))
     torch.testing.assert_close(shown[3:5, 4:7], sim[1, 1])  # tile (1, 1)
     assert shown[2].isnan().all() and shown[:, 3].isnan().all()  # the blank lines
+    plt.close(fig)
+
+
+# --- images and maps ---------------------------------------------------------------------------------
+def test_min_max_and_display_image():
+    torch.testing.assert_close(plotting.min_max(torch.tensor([2.0, 4.0, 3.0])), torch.tensor([0.0, 1.0, 0.5]))
+    torch.testing.assert_close(plotting.min_max(torch.full((2, 2), 7.0)), torch.zeros(2, 2))  # constant: zeros
+    uint8 = torch.tensor([[[0, 51], [102, 204]]], dtype=torch.uint8)  # fixed 0-255 scale, not stretched
+    torch.testing.assert_close(plotting.display_image(uint8), torch.tensor([[[0.0, 0.2], [0.4, 0.8]]]))
+    normalised = torch.tensor([[[-1.0, 0.0], [1.0, 3.0]]], requires_grad=True)
+    torch.testing.assert_close(plotting.display_image(normalised), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
+
+
+def test_upsampled_heat_is_bilinear_then_min_max():
+    heat = torch.tensor([[0.0, 2.0], [4.0, 6.0]])
+    up = plotting.upsampled_heat(heat, (4, 4))
+    expected = F.interpolate(heat[None, None], size=(4, 4), mode="bilinear", align_corners=False)[0, 0]
+    torch.testing.assert_close(up, (expected - expected.min()) / (expected.max() - expected.min()))
+    assert (up.min(), up.max()) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_overlay_draws_on_the_given_axes(channels):
+    fig = Figure()
+    ax = fig.add_subplot()
+    image, heat = torch.rand(channels, 32, 48), torch.rand(2, 3)
+    assert plotting.overlay(ax, image, heat) is fig
+    assert len(fig.axes) == 1 and len(ax.images) == 2
+    shown = torch.from_numpy(np.asarray(ax.images[0].get_array()))
+    expected = plotting.display_image(image)  # (C, H, W)
+    torch.testing.assert_close(shown, expected[0] if channels == 1 else expected.permute(1, 2, 0))
+    drawn = torch.from_numpy(np.asarray(ax.images[1].get_array()))
+    torch.testing.assert_close(drawn, plotting.upsampled_heat(heat, (32, 48)))
+    assert (drawn.min(), drawn.max()) == (0.0, 1.0)
+
+
+def test_plot_mean_attention_distance_one_scatter_per_head():
+    distance = torch.rand(4, 3) * 100
+    fig = plotting.plot_mean_attention_distance(distance)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    scatters = fig.axes[0].collections
+    assert len(scatters) == 3
+    for head, scatter in enumerate(scatters):
+        np.testing.assert_allclose(
+            scatter.get_offsets(), np.stack([np.arange(1, 5), distance[:, head].numpy()], axis=1)
+        )
+    plt.close(fig)
+
+
+def test_plot_attention_grid_has_a_row_per_image_and_a_column_per_map():
+    images = torch.rand(2, 3, 16, 16)
+    maps = {"rollout": torch.rand(2, 4, 4), "gradient": torch.rand(2, 4, 4)}
+    fig = plotting.plot_attention_grid(images, maps)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "rollout", "gradient"]
+    heat = torch.from_numpy(np.asarray(fig.axes[5].images[1].get_array()))  # row 1, 'gradient'
+    torch.testing.assert_close(heat, plotting.upsampled_heat(maps["gradient"][1], (16, 16)))
     plt.close(fig)
 
 
@@ -91,3 +152,51 @@ def test_plot_attention_heatmap_one_axes_per_head_plus_colour_bar():
     plt.close(fig)
     with pytest.raises(ValueError, match="attention weights"):
         plotting.plot_attention_heatmap(torch.rand(2, 3, 4))
+
+
+# --- the explorer's pictures -------------------------------------------------------------------------
+def test_render_overlay_blends_and_scales():
+    gray = torch.full((1, 4, 4), 128, dtype=torch.uint8)
+    plain = plotting.render_overlay(gray, None, scale=3)
+    assert plain.shape == (12, 12, 3) and plain.dtype == np.uint8
+    assert (plain == 128).all()
+    assert (plotting.render_overlay(gray, torch.rand(2, 2), alpha=0.0) == 128).all()  # opacity 0: the image only
+    heat = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    full = plotting.render_overlay(gray, heat, alpha=1.0, cmap="gray")  # gray colormap: the scaled map itself
+    expected = (plotting.upsampled_heat(heat, (4, 4)) * 255 + 0.5).to(torch.uint8)
+    np.testing.assert_array_equal(full, expected[..., None].expand(4, 4, 3).numpy())
+    half = plotting.render_overlay(gray, heat, alpha=0.5, cmap="gray")
+    np.testing.assert_array_equal(half[0, 3], [192, 192, 192])  # (128/255 + 1) / 2 * 255, rounded
+
+
+def test_render_overlay_outlines_the_box():
+    gray = torch.full((1, 4, 4), 128, dtype=torch.uint8)
+    boxed = plotting.render_overlay(gray, None, scale=4, box=(2, 2, 2, 2))  # display pixels 8..15, 1 px line
+    cyan = (boxed == [0, 255, 255]).all(axis=-1)
+    frame = np.zeros((16, 16), dtype=bool)
+    frame[8:16, 8:16] = True
+    frame[9:15, 9:15] = False
+    np.testing.assert_array_equal(cyan, frame)
+    assert (boxed[~frame] == 128).all()
+    png = Image.open(io.BytesIO(plotting.to_png(boxed)))
+    assert png.size == (16, 16)
+    np.testing.assert_array_equal(np.asarray(png), boxed)
+
+
+def test_plot_attention_maps_shows_every_map(toy):
+    from test_rollout import tiny_vit
+
+    model, dataset = tiny_vit(), toy(n=2, size=8, classes=3)
+    cache = forward_cache(model, *dataset[1])
+    image = dataset.denormalize(cache.image[None])[0]
+    fig = plotting.plot_attention_maps(cache, image, query=6, target=2, title="maps")
+    axes = np.array(fig.axes).reshape(3, 6)  # 3 layers x (input column, 2 heads, mean, max, rollout)
+    assert [ax.get_title() for ax in axes[0]] == ["input", "head 0", "head 1", "mean", "max", "rollout"]
+    assert axes[1, 0].get_title() == "gradient\nrollout" and fig._suptitle.get_text() == "maps"
+    assert [len(ax.images) for ax in axes[:, 0]] == [1, 2, 0]
+    for layer, head, column in [(0, 0, 1), (2, "max", 4), (1, "rollout", 5)]:
+        heat = torch.from_numpy(np.asarray(axes[layer, column].images[1].get_array()))
+        torch.testing.assert_close(heat, plotting.upsampled_heat(attention_map(cache, layer, head, 6), (8, 8)))
+    heat = torch.from_numpy(np.asarray(axes[1, 0].images[1].get_array()))
+    torch.testing.assert_close(heat, plotting.upsampled_heat(cache.gradient_rollout(2), (8, 8)))
+    plt.close(fig)

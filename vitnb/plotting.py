@@ -1,28 +1,76 @@
-"""Figures for the first notebooks: patch grids, position-embedding similarity, attention heatmaps.
+"""Every figure of the package: images and attention maps over them, patch grids, position-embedding
+similarity, attention heatmaps, attention distance, and the attention explorer's pictures.
 
 The tensor work (laying patches out with gaps, the similarity grid) lives in plain functions that the
-tests check; the `show_`/`plot_` functions only draw. Images are drawn by `viz.show_image`, the
-package's one image drawer, so every figure displays images the same way.
+tests check; the `show_`/`plot_` functions only draw. Every image goes through `display_image` and every
+map through `upsampled_heat`, so all figures and the explorer display them the same way.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+from collections.abc import Sequence
+
+import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
-from .viz import show_image
+from .rollout import ForwardCache, attention_map, head_options
 
 
-def _as_float_image(image: torch.Tensor) -> torch.Tensor:
-    """uint8 images become floats in [0, 1]; float images pass through (detached, on the CPU)."""
+# --- images and maps ---------------------------------------------------------------------------------
+def min_max(t: torch.Tensor) -> torch.Tensor:
+    """Scale to [0, 1] for display; a constant tensor becomes all zeros."""
+    low, span = t.min(), t.max() - t.min()
+    return (t - low) / span if span > 0 else torch.zeros_like(t)
+
+
+def display_image(image: torch.Tensor) -> torch.Tensor:
+    """An image (C, H, W) as floats in [0, 1] on the CPU, ready to draw.
+
+    uint8 images are divided by 255; float images are min-max scaled, so normalised model inputs and
+    denormalised ones display alike.
+    """
     image = image.detach().cpu()
-    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    return image.float() / 255.0 if image.dtype == torch.uint8 else min_max(image.float())
 
 
+def upsampled_heat(heat: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A map (h, w) -> (H, W) in [0, 1]: bilinearly upsampled to the image `size`, then min-max scaled."""
+    heat = heat.detach().cpu().float()[None, None]  # (1, 1, h, w)
+    heat = F.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False)  # (1, 1, H, W)
+    return min_max(heat[0, 0])
+
+
+def show_image(ax: Axes, image: torch.Tensor) -> None:
+    """Draw a (C, H, W) image, C = 1 (grayscale) or 3 (RGB), scaled by `display_image`, without axes."""
+    image = display_image(image)
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray")
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy())  # (H, W, 3)
+    ax.set_axis_off()
+
+
+def overlay(ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno") -> Figure:
+    """Draw `heat` (h, w) over `image` (C, H, W) with C = 1 or 3; returns the figure.
+
+    The image is scaled by `display_image`, the map by `upsampled_heat` (each on its own), so raw
+    attention maps display as they are.
+    """
+    show_image(ax, image)
+    ax.imshow(upsampled_heat(heat, image.shape[-2:]).numpy(), cmap=cmap, alpha=alpha)
+    return ax.figure
+
+
+# --- patches and position embeddings ---------------------------------------------------------------
 def patch_mosaic(
     image: torch.Tensor, patch_size: int | tuple[int, int], gap: int = 1, fill: float | tuple[float, ...] = 1.0
 ) -> torch.Tensor:
@@ -52,12 +100,12 @@ def show_patches(
     title: str | None = None,
     gap_color: tuple[float, float, float] | None = None,
 ) -> Figure:
-    """Draw `image` (C, H, W; uint8 or float in [0, 1]) cut into its P x P patches, with gaps between them.
+    """Draw `image` (C, H, W; uint8, or float, min-max scaled) cut into its P x P patches, with gaps between them.
 
     Gaps are white for colour images and blue for grayscale ones (where white would look like the object).
     With `numbers=True` each patch is labelled with its position in the token sequence (row-major).
     """
-    image = _as_float_image(image)
+    image = display_image(image)
     gap = max(1, patch_size // 8) if gap is None else gap
     if gap_color is None:
         gap_color = (1.0, 1.0, 1.0) if image.shape[0] == 3 else (0.35, 0.55, 0.85)
@@ -77,7 +125,9 @@ def show_patches(
     return ax.figure
 
 
-def pos_embed_similarity(pos_embed: torch.Tensor, grid_size: tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
+def pos_embed_similarity(
+    pos_embed: torch.Tensor, *, num_prefix_tokens: int, grid_size: tuple[int, int]
+) -> torch.Tensor:
     """Cosine similarity between the position embeddings of every pair of patches, (gh, gw, gh, gw).
 
     `pos_embed` is (1, prefix + gh*gw, D) or (prefix + gh*gw, D); prefix (cls) rows are ignored.
@@ -93,8 +143,9 @@ def pos_embed_similarity(pos_embed: torch.Tensor, grid_size: tuple[int, int], nu
 
 def plot_pos_embed_similarity(
     pos_embed: torch.Tensor,
-    grid_size: tuple[int, int],
+    *,
     num_prefix_tokens: int,
+    grid_size: tuple[int, int],
     ax: Axes | None = None,
     title: str = "Position embedding similarity",
     vmin: float | None = None,
@@ -105,7 +156,7 @@ def plot_pos_embed_similarity(
     The colour scale runs from `vmin` (default: the smallest similarity) to 1.
     """
     gh, gw = grid_size
-    sim = pos_embed_similarity(pos_embed, grid_size, num_prefix_tokens)
+    sim = pos_embed_similarity(pos_embed, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
     tiled = rearrange(sim, "i j k l -> 1 (i k) (j l)")  # tile (i, j) holds sim[i, j]
     mosaic = patch_mosaic(tiled, (gh, gw), gap=1, fill=float("nan"))[0]  # NaN gaps draw as background
     if ax is None:
@@ -119,8 +170,9 @@ def plot_pos_embed_similarity(
     return ax.figure
 
 
+# --- attention -------------------------------------------------------------------------------------
 def plot_attention_heatmap(
-    weights: torch.Tensor, num_prefix_tokens: int = 1, cell_size: float = 3.0, title: str | None = None
+    weights: torch.Tensor, *, num_prefix_tokens: int = 1, cell_size: float = 3.0, title: str | None = None
 ) -> Figure:
     """Heatmaps of post-softmax attention weights, (N, N) or one per head (H, N, N), with one colour bar.
 
@@ -145,3 +197,129 @@ def plot_attention_heatmap(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_attention_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    maps_by_title: dict[str, torch.Tensor],
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    cell_size: float = 2.5,
+) -> Figure:
+    """Grid with one row per image (C, H, W): the image, then each (B, h, w) map overlaid on it."""
+    rows, cols = len(images), 1 + len(maps_by_title)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols, cell_size * rows), squeeze=False)
+    for i, image in enumerate(images):
+        show_image(axes[i, 0], image)
+        for j, maps in enumerate(maps_by_title.values(), start=1):
+            overlay(axes[i, j], image, maps[i], alpha, cmap)
+    for j, title in enumerate(["image", *maps_by_title]):
+        axes[0, j].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_attention_distance(
+    distance: torch.Tensor, ax: Axes | None = None, title: str = "Mean attention distance"
+) -> Figure:
+    """Scatter of `rollout.mean_attention_distance` output (L, H): one dot per head at each layer (1-based)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    distance = distance.detach().cpu().numpy()
+    layers = range(1, distance.shape[0] + 1)
+    for head in range(distance.shape[1]):
+        ax.scatter(layers, distance[:, head], s=15, label=f"head {head}")
+    ax.set(xlabel="layer (network depth)", ylabel="mean attention distance (pixels)", title=title)
+    ax.set_xticks(layers)
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax.figure
+
+
+def plot_attention_maps(
+    cache: ForwardCache,
+    image: torch.Tensor,
+    *,
+    query: int = 0,
+    target: int | None = None,
+    alpha: float = 0.6,
+    cmap: str = "inferno",
+    title: str | None = None,
+    dpi: int = 80,
+    cell_size: float = 1.3,
+) -> Figure:
+    """Every map `rollout.attention_map` offers for one image and `query` token, as one figure.
+
+    `image` (C, H, W) is the picture to draw under the maps (e.g. the denormalised model input).
+    One row per layer; columns: each head, 'mean', 'max', 'rollout' (layers 0..row). The first
+    column holds the input (top) and the gradient rollout for class `target` (below it; None: the
+    predicted class), when the model has a cls token.
+    """
+    options = head_options(cache.num_heads, num_prefix_tokens=cache.num_prefix_tokens)
+    heads = [h for h in options if h != "gradient rollout"]
+    rows, cols = cache.num_layers, 1 + len(heads)
+    height = cell_size * rows + 0.5  # + the title
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols, height), dpi=dpi, squeeze=False)
+    rgb = display_image(image).expand(3, -1, -1)  # (3, H, W) in [0, 1]
+    for ax in axes.flat:
+        ax.set_axis_off()
+    show_image(axes[0, 0], rgb)
+    axes[0, 0].set_title("input", fontsize="small")
+    if "gradient rollout" in options and rows > 1:
+        overlay(axes[1, 0], rgb, cache.gradient_rollout(target), alpha, cmap)
+        axes[1, 0].set_title("gradient\nrollout", fontsize="small")
+    for layer in range(rows):
+        for j, head in enumerate(heads, start=1):
+            overlay(axes[layer, j], rgb, attention_map(cache, layer, head, query), alpha, cmap)
+            if layer == 0:
+                axes[0, j].set_title(f"head {head}" if isinstance(head, int) else head, fontsize="small")
+        axes[layer, 1].text(-0.15, 0.5, f"layer {layer}", transform=axes[layer, 1].transAxes, rotation=90,
+                            va="center", ha="right", fontsize="small")  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / height, wspace=0.25, hspace=0.4)
+    return fig
+
+
+# --- pictures without a figure: the explorer's fast path -------------------------------------------
+@functools.cache
+def _colour_table(cmap: str) -> np.ndarray:
+    """(256, 3) float32 RGB lookup table of a matplotlib colormap (building one per update is slow)."""
+    return matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
+
+
+def render_overlay(
+    image: torch.Tensor,
+    heat: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    scale: int = 1,
+    box: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """`overlay` as a uint8 RGB array (H * scale, W * scale, 3), composed without a matplotlib figure.
+
+    `image` (C, H, W), C = 1 or 3, is scaled by `display_image`; `heat` (h, w), if given, by
+    `upsampled_heat`, then coloured with `cmap` and mixed in with opacity `alpha`. Pixels are repeated
+    `scale` times (crisp, no smoothing). `box` = (top, left, height, width) in image pixels draws a
+    cyan outline (the explorer's query patch). The pixel work is numpy's: on small arrays it does not
+    wait for torch's intra-op threads, which a busy notebook kernel keeps occupied.
+    """
+    rgb = display_image(image).expand(3, -1, -1).permute(1, 2, 0).numpy()  # (H, W, 3) in [0, 1]
+    if heat is not None and alpha > 0:
+        heat = upsampled_heat(heat, rgb.shape[:2]).numpy()  # (H, W) in [0, 1]
+        rgb = (1 - alpha) * rgb + alpha * _colour_table(cmap)[(heat * 255 + 0.5).astype(np.intp)]  # (H, W, 3)
+    out = np.repeat(np.repeat((rgb * 255 + 0.5).astype(np.uint8), scale, axis=0), scale, axis=1)
+    if box is not None:
+        top, left, height, width = (v * scale for v in box)
+        t = max(1, scale // 4)  # line thickness in display pixels
+        frame = np.zeros(out.shape[:2], dtype=bool)
+        frame[top : top + height, left : left + width] = True
+        frame[top + t : top + height - t, left + t : left + width - t] = False
+        out[frame] = (0, 255, 255)
+    return out
+
+
+def to_png(array: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes (fast, light compression)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()

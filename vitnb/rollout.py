@@ -1,0 +1,380 @@
+"""Attention maths for looking inside a ViT: rollout, gradient rollout, raw attention maps, attention distance.
+
+The functions work on plain tensors: a list of L post-softmax attention tensors, one per block in forward
+order, each (B, H, N, N), where N = P prefix tokens (cls, ...) + h * w patch tokens in row-major order.
+Where the token layout matters, `num_prefix_tokens` (P) and `grid_size` ((h, w)) are keyword-only; for a
+`VisionTransformer`, `token_layout(model)` supplies both:
+
+    logits, attentions = model(x, return_attention=True)
+    maps = attention_rollout(attentions, **token_layout(model))  # (B, h, w)
+
+Maps are returned raw, never rescaled; figures min-max scale them for display (`vitnb.plotting`).
+`ForwardCache` and `attention_map` serve the attention explorer (`vitnb.widgets`): one forward pass per
+image, then any map of any layer, head or query token without running the model again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .train import eval_mode
+
+HeadFusion = Literal["mean", "max", "min"]
+Head = int | Literal["mean", "max", "rollout", "gradient rollout"]  # what `attention_map` shows
+
+
+# --- token layout --------------------------------------------------------------------------------------
+def token_layout(model: nn.Module) -> dict:
+    """`{"num_prefix_tokens": P, "grid_size": (h, w)}` of a ViT, to pass as `**token_layout(model)`."""
+    return {"num_prefix_tokens": model.num_prefix_tokens, "grid_size": tuple(model.patch_embed.grid_size)}
+
+
+def _patch_row_to_grid(row: torch.Tensor, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> torch.Tensor:
+    """(B, N) weights over all tokens -> (B, h, w) weights over the patch tokens."""
+    h, w = grid_size
+    patches = row[:, num_prefix_tokens:]  # (B, N - P)
+    if patches.shape[1] != h * w:
+        raise ValueError(
+            f"{patches.shape[1]} patch tokens (N={row.shape[1]} minus num_prefix_tokens={num_prefix_tokens}) "
+            f"do not fill a {h}x{w} grid; pass the model's layout: **token_layout(model)"
+        )
+    return patches.reshape(-1, h, w)
+
+
+def _require_cls_token(num_prefix_tokens: int) -> None:
+    if num_prefix_tokens < 1:
+        raise ValueError(
+            "rollout reads the cls token's row, but this model has no prefix token (num_prefix_tokens=0); "
+            "use rollout_matrix and choose how to combine the patch rows yourself, e.g. their mean"
+        )
+
+
+# --- heads and rollout ---------------------------------------------------------------------------------
+def fuse_heads(attn: torch.Tensor, how: HeadFusion = "mean") -> torch.Tensor:
+    """(B, H, N, N) -> (B, N, N): combine the heads entry-wise by their mean, max or min."""
+    if how == "mean":
+        return attn.mean(dim=1)
+    if how == "max":
+        return attn.amax(dim=1)
+    if how == "min":
+        return attn.amin(dim=1)
+    raise ValueError(f"head fusion must be 'mean', 'max' or 'min', got {how!r}")
+
+
+def discard_smallest(fused: torch.Tensor, ratio: float, *, num_prefix_tokens: int) -> torch.Tensor:
+    """Zero the floor(ratio * N^2) smallest entries of each sample's (N, N) matrix; returns a new tensor.
+
+    Row 0 (the cls token's attention) is never zeroed when there is a prefix token, so that the
+    rollout keeps the cls row it reads from; the count is capped at the N^2 - N other entries.
+    With num_prefix_tokens == 0 there is no cls row and every entry is a candidate.
+    Ties are broken arbitrarily.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"discard ratio must be in [0, 1], got {ratio}")
+    b, n, _ = fused.shape  # (B, N, N)
+    protect_cls = num_prefix_tokens >= 1
+    # The epsilon stops float error turning e.g. 0.57 * 10 * 10 = 56.99999999999999 into 56.
+    k = min(math.floor(ratio * n * n + 1e-9), n * n - n if protect_cls else n * n)
+    ranking = fused.clone()
+    if protect_cls:
+        ranking[:, 0, :] = float("inf")  # never among the smallest
+    smallest = ranking.reshape(b, n * n).topk(k, dim=-1, largest=False).indices  # (B, k)
+    return fused.reshape(b, n * n).scatter(1, smallest, 0.0).reshape(b, n, n)
+
+
+def _add_identity_and_normalise(fused: torch.Tensor) -> torch.Tensor:
+    """A -> (A + I) / row sums: the residual connection carries half (or more) of each token forward."""
+    a = fused + torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)  # (B, N, N)
+    return a / a.sum(dim=-1, keepdim=True)
+
+
+def _accumulate(fused_layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    """R = A_L_hat @ ... @ A_1_hat: each later layer multiplies on the LEFT.  (B, N, N)"""
+    rollout = None
+    for fused in fused_layers:
+        a_hat = _add_identity_and_normalise(fused)
+        rollout = a_hat if rollout is None else a_hat @ rollout
+    if rollout is None:
+        raise ValueError("need at least one attention tensor")
+    return rollout
+
+
+def rollout_matrix(
+    attentions: Sequence[torch.Tensor],
+    *,
+    num_prefix_tokens: int,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+) -> torch.Tensor:
+    """Full attention-rollout matrix R (B, N, N) of Abnar & Zuidema (2020); every row sums to 1.
+
+    Per layer: fuse heads, optionally `discard_smallest`, add the identity, normalise rows; then
+    R = A_L_hat @ ... @ A_1_hat. R[b, i, j] is how much of input token j reaches output token i.
+    """
+    fused = [fuse_heads(attn, head_fusion) for attn in attentions]  # L x (B, N, N)
+    if discard_ratio > 0:
+        fused = [discard_smallest(a, discard_ratio, num_prefix_tokens=num_prefix_tokens) for a in fused]
+    return _accumulate(fused)
+
+
+def attention_rollout(
+    attentions: Sequence[torch.Tensor],
+    *,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+) -> torch.Tensor:
+    """Attention rollout map (B, h, w): row 0 of `rollout_matrix`, patch columns only, not rescaled.
+
+    Needs a cls token (num_prefix_tokens >= 1), otherwise raises ValueError.
+    """
+    _require_cls_token(num_prefix_tokens)
+    rollout = rollout_matrix(
+        attentions, num_prefix_tokens=num_prefix_tokens, head_fusion=head_fusion, discard_ratio=discard_ratio
+    )  # (B, N, N)
+    return _patch_row_to_grid(rollout[:, 0], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
+
+
+def gradient_rollout(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_class: int | torch.Tensor | None = None,
+    *,
+    discard_ratio: float = 0.0,
+) -> torch.Tensor:
+    """Class-specific rollout map (B, h, w) of `model` on images `x`: each layer's attention weighted by
+    ITS OWN gradient. The token layout is read from the model (`token_layout`).
+
+    The chosen logit (default: the predicted class; or an int, or a (B,) tensor of classes) is
+    differentiated w.r.t. the attention tensors only, via `torch.autograd.grad`, so no parameter gets
+    a `.grad`. Per layer: relu(A * dlogit/dA), mean over heads, then the same rollout as
+    `rollout_matrix`. The model runs in eval mode (no dropout) and every submodule gets its mode back.
+    """
+    layout = token_layout(model)
+    _require_cls_token(layout["num_prefix_tokens"])
+    with eval_mode(model), torch.enable_grad():
+        # Differentiating w.r.t. a fresh input keeps the attentions in the graph even if
+        # every parameter is frozen; x itself is left untouched.
+        logits, attentions = model(x.detach().requires_grad_(), return_attention=True)  # (B, classes)
+        if target_class is None:
+            target_class = logits.argmax(dim=-1)
+        target = torch.as_tensor(target_class, device=logits.device).expand(logits.shape[0])  # (B,)
+        score = logits.gather(1, target[:, None]).sum()  # samples are independent: sum = per-sample
+        grads = torch.autograd.grad(score, attentions)  # L x (B, H, N, N), grads[i] belongs to layer i
+    # layer i's attention times layer i's gradient, negatives dropped, heads averaged: L x (B, N, N)
+    fused = [(a * g).clamp(min=0).mean(dim=1).detach() for a, g in zip(attentions, grads, strict=True)]
+    if discard_ratio > 0:
+        fused = [discard_smallest(a, discard_ratio, num_prefix_tokens=layout["num_prefix_tokens"]) for a in fused]
+    return _patch_row_to_grid(_accumulate(fused)[:, 0], **layout)
+
+
+# --- raw attention -------------------------------------------------------------------------------------
+def cls_attention(
+    attentions: Sequence[torch.Tensor],
+    layer: int,
+    head: int | HeadFusion,
+    *,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    query: int = 0,
+) -> torch.Tensor:
+    """(B, h, w): attention from token `query` (default 0, the cls token) to the patch tokens.
+
+    `layer` indexes `attentions` (negative counts from the end); `head` is a head index or a fusion.
+    """
+    attn = attentions[layer]  # (B, H, N, N)
+    weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
+    return _patch_row_to_grid(weights[:, query], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
+
+
+def mean_attention_distance(
+    attentions: Sequence[torch.Tensor],
+    *,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    patch_size: int = 1,
+) -> torch.Tensor:
+    """(L, H): attention-weighted mean query-key distance in pixels, per layer and head (ViT Fig. 7).
+
+    Only patch-to-patch weights are used: prefix rows and columns are dropped and each remaining row
+    is renormalised to sum to 1, i.e. it is the distance of the attention that stays among patches.
+    The distance between patches is Euclidean on the grid times `patch_size` (1: in patches); the
+    result is averaged over query patches and the batch.
+    """
+    h, w = grid_size
+    p = num_prefix_tokens
+    if attentions[0].shape[-1] != p + h * w:
+        raise ValueError(
+            f"N={attentions[0].shape[-1]} tokens are not num_prefix_tokens={p} + a {h}x{w} grid; "
+            "pass the model's layout: **token_layout(model)"
+        )
+    coords = torch.cartesian_prod(torch.arange(h), torch.arange(w)).double()  # (h*w, 2), row-major
+    distance = torch.cdist(coords, coords) * patch_size  # (h*w, h*w)
+    per_layer = []
+    for attn in attentions:
+        patch_attn = attn[:, :, p:, p:].double()  # (B, H, h*w, h*w)
+        patch_attn = patch_attn / patch_attn.sum(dim=-1, keepdim=True)
+        per_query = (patch_attn * distance.to(attn.device)).sum(dim=-1)  # (B, H, h*w)
+        per_layer.append(per_query.mean(dim=(0, 2)))  # (H,)
+    return torch.stack(per_layer).to(attentions[0].dtype)  # (L, H)
+
+
+# --- tokens --------------------------------------------------------------------------------------------
+def token_patch(query: int, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> tuple[int, int] | None:
+    """(row, col) on the patch grid of token `query` (row-major after the prefix); None for a prefix token."""
+    if query < num_prefix_tokens:
+        return None
+    return divmod(query - num_prefix_tokens, grid_size[1])
+
+
+def describe_token(query: int, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> str:
+    """'cls' for token 0 of a model with a cls token, 'prefix i' for other prefix tokens, else 'patch (row, col)'."""
+    patch = token_patch(query, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
+    if patch is None:
+        return "cls" if query == 0 else f"prefix {query}"
+    return f"patch {patch}"
+
+
+# --- one image, one forward pass: the explorer's maps --------------------------------------------------
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one thread inside the block, then restore the thread count.
+
+    One image makes tiny matrix products that gain nothing from intra-op threads, and on a busy CPU
+    the threads' waiting for each other costs several times the work itself.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class ForwardCache:
+    """Everything `attention_map` needs about one image, from a single forward pass (`forward_cache`).
+
+    Rollout matrices and gradient rollouts are computed on first use and kept; only a gradient
+    rollout for a class not seen before runs the model again (forward + backward).
+    """
+
+    model: nn.Module
+    image: torch.Tensor  # (C, H, W), normalised, exactly as fed to the model
+    label: int | None  # the true class, if known
+    logits: torch.Tensor  # (num_classes,)
+    attentions: list[torch.Tensor]  # L x (1, heads, N, N), post-softmax
+    num_prefix_tokens: int
+    grid_size: tuple[int, int]
+    _rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # layer -> (N, N)
+    _gradient_rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # class -> (h, w)
+
+    @property
+    def layout(self) -> dict:
+        """`num_prefix_tokens` and `grid_size`, to pass on as `**cache.layout`."""
+        return {"num_prefix_tokens": self.num_prefix_tokens, "grid_size": self.grid_size}
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.attentions)
+
+    @property
+    def num_heads(self) -> int:
+        return self.attentions[0].shape[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.attentions[0].shape[-1]
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(dim=-1)  # (num_classes,)
+
+    @property
+    def prediction(self) -> int:
+        return int(self.logits.argmax())
+
+    def rollout(self, layer: int) -> torch.Tensor:
+        """(N, N) rollout matrix through layers 0..layer, heads averaged (`rollout_matrix`)."""
+        if layer not in self._rollouts:
+            with single_thread():
+                matrix = rollout_matrix(self.attentions[: layer + 1], num_prefix_tokens=self.num_prefix_tokens)
+            self._rollouts[layer] = matrix[0]
+        return self._rollouts[layer]
+
+    def gradient_rollout(self, target: int | None = None) -> torch.Tensor:
+        """(h, w) `gradient_rollout` map for class `target` (None: the predicted class)."""
+        target = self.prediction if target is None else int(target)
+        num_classes = self.logits.shape[-1]
+        if not 0 <= target < num_classes:
+            raise ValueError(f"target class must be in [0, {num_classes}) or None (the predicted class), got {target}")
+        if target not in self._gradient_rollouts:
+            with single_thread():
+                self._gradient_rollouts[target] = gradient_rollout(self.model, self.image[None], target)[0]
+        return self._gradient_rollouts[target]
+
+
+def forward_cache(model: nn.Module, image: torch.Tensor, label: int | None = None) -> ForwardCache:
+    """Run `model` once on `image` (C, H, W) in eval mode, without gradients, on one thread, and keep what
+    `attention_map` needs. Every submodule's train/eval mode is restored afterwards.
+    """
+    with eval_mode(model), torch.no_grad(), single_thread():
+        logits, attentions = model(image[None], return_attention=True)  # (1, classes), L x (1, H, N, N)
+    return ForwardCache(
+        model=model,
+        image=image,
+        label=None if label is None else int(label),
+        logits=logits[0],
+        attentions=list(attentions),
+        **token_layout(model),
+    )
+
+
+def head_options(num_heads: int, *, num_prefix_tokens: int) -> list[Head]:
+    """The `head` values `attention_map` accepts for such a model (no gradient rollout without a cls token)."""
+    options: list[Head] = [*range(num_heads), "mean", "max", "rollout"]
+    if num_prefix_tokens >= 1:
+        options.append("gradient rollout")
+    return options
+
+
+def attention_map(
+    cache: ForwardCache, layer: int, head: Head, query: int = 0, target: int | None = None
+) -> torch.Tensor:
+    """The (h, w) map over the patch grid for one image; raw weights, not rescaled.
+
+    `layer` indexes the blocks (0 = first; negative counts from the end), `query` the tokens (0 = the
+    cls token when there is one, then the patches row by row). `head` selects the map:
+    - a head index, 'mean' or 'max': row `query` of layer `layer`'s attention (that head, or the heads
+      fused entry-wise), patch columns only: `cls_attention`.
+    - 'rollout': row `query` of the rollout through layers 0..`layer` (inclusive); at the last layer
+      and query 0 this is exactly `attention_rollout`.
+    - 'gradient rollout': `gradient_rollout` for class `target` (None: the predicted class). It explains
+      one logit of the whole network, read from the cls token at the top, so it ignores `layer` and
+      `query`. Needs a cls token.
+    """
+    num_layers, n = cache.num_layers, cache.num_tokens
+    if not -num_layers <= layer < num_layers:
+        raise ValueError(f"layer must be in [{-num_layers}, {num_layers}), got {layer}")
+    layer %= num_layers
+    if not 0 <= query < n:
+        raise ValueError(f"query must be a token index in [0, {n}), got {query}")
+    if isinstance(head, numbers.Integral) and not isinstance(head, bool):
+        head = int(head)  # e.g. a numpy integer
+    options = head_options(cache.num_heads, num_prefix_tokens=cache.num_prefix_tokens)
+    if head not in options or isinstance(head, bool):
+        raise ValueError(f"head must be one of {options}, got {head!r}")
+    if head == "gradient rollout":
+        return cache.gradient_rollout(target)
+    if head == "rollout":
+        return _patch_row_to_grid(cache.rollout(layer)[query][None], **cache.layout)[0]
+    return cls_attention(cache.attentions, layer, head, query=query, **cache.layout)[0]
