@@ -37,7 +37,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a JupyterLab server, a browser and a notebook run
 
 
 def require_browser() -> None:
