@@ -1,24 +1,21 @@
-"""Data: Fashion-MNIST lookup order, in-memory data sets, batched augmentation, sharded loading."""
+"""Data: Fashion-MNIST lookup order and safe unpacking, in-memory data sets, batched augmentation, sharded loading."""
 
 import gzip
+import multiprocessing
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from vitnb import data
-from vitnb.data import BatchLoader, ImageTensorDataset, crop_and_flip
-
-
-def toy(n=20, classes=4, size=6) -> ImageTensorDataset:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
-    return ImageTensorDataset(images, torch.arange(n) % classes, [str(c) for c in range(classes)], (0.5,), (0.25,))
+from vitnb.data import BatchLoader, FloatImageDataset, ImageTensorDataset, as_image_dataset, crop_and_flip
 
 
 def test_fashion_mnist_loads_real_data():
     train, test = data.fashion_mnist(True), data.fashion_mnist(False)
     assert (len(train), len(test)) == (60000, 10000)
-    assert train.images.dtype == torch.uint8 and train.image_shape == (1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.image_shape == (1, 28, 28) and train.name == "fashion_mnist"
     assert torch.equal(train.labels.bincount(), torch.full((10,), 6000))
     image, label = train[0]
     assert image.dtype == torch.float32 and image.shape == (1, 28, 28) and isinstance(label, int)
@@ -37,7 +34,35 @@ def test_fetch_prefers_the_debian_package_and_unpacks_it(tmp_path, monkeypatch):
     root = data.fetch_fashion_mnist(tmp_path / "data")
     raw = root / "FashionMNIST" / "raw"
     assert (raw / "train-images-idx3-ubyte").read_bytes() == b"train-images-idx3-ubyte.gz"
-    assert not list(raw.glob("*.tmp"))
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f.removesuffix(".gz") for f in data.FASHION_MNIST_FILES)
+
+
+def _unpack(debian: str, root: str, start: multiprocessing.Barrier) -> None:
+    """One of several processes preparing Fashion-MNIST at the same moment (as under torchrun)."""
+    data.DEBIAN_FASHION_MNIST = Path(debian)
+    start.wait()
+    data.fetch_fashion_mnist(Path(root))
+
+
+@pytest.mark.slow  # starts two Python processes that import torch
+def test_processes_unpacking_at_once_do_not_collide(tmp_path):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    contents = {}
+    for i, name in enumerate(data.FASHION_MNIST_FILES):
+        contents[name.removesuffix(".gz")] = os.urandom(4_000_000 + i)  # big enough for the writes to overlap
+        with gzip.open(debian / name, "wb", compresslevel=1) as f:
+            f.write(contents[name.removesuffix(".gz")])
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    workers = [ctx.Process(target=_unpack, args=(str(debian), str(tmp_path / "data"), start)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == contents  # complete files, no temp files left
 
 
 def test_missing_data_names_both_ways_to_get_it(tmp_path, monkeypatch):
@@ -60,13 +85,66 @@ def test_dataset_validates_its_input():
         ImageTensorDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0]), ["a"], (0.5,), (0.5,))
 
 
-def test_per_class_subset_is_balanced_seeded_and_strict():
+def test_per_class_subset_is_balanced_seeded_and_strict(toy):
     ds = toy(40, classes=4)
     a, b, c = ds.per_class_subset(3, seed=1), ds.per_class_subset(3, seed=1), ds.per_class_subset(3, seed=2)
     assert torch.equal(a.labels.bincount(), torch.full((4,), 3))
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert ds.per_class_subset(None) is ds
     with pytest.raises(ValueError, match="fewer than per_class=11"):
         ds.per_class_subset(11)
+    with pytest.raises(ValueError, match="per_class must be a positive int .* got 0"):
+        ds.per_class_subset(0)
+
+
+def test_subsets_keep_the_name_and_meta(toy):
+    ds = ImageTensorDataset(toy(8).images, toy(8).labels, ["a", "b", "c", "d"], (0.5,), (0.25,), name="toy")
+    part = ds.subset(torch.tensor([0, 1]))
+    assert part.meta() == {
+        "name": "toy",
+        "classes": ["a", "b", "c", "d"],
+        "image_shape": [1, 8, 8],
+        "mean": [0.5],
+        "std": [0.25],
+    }
+    assert ds.per_class_subset(1).meta() == part.meta()
+
+
+def test_checkout_root_is_the_folder_with_pyproject(monkeypatch):
+    root = data.checkout_root()
+    assert root == Path(__file__).resolve().parents[1] and (root / "pyproject.toml").is_file()
+    monkeypatch.delenv("VITNB_DATA", raising=False)
+    assert data.data_root() == root / "data"
+    monkeypatch.setenv("VITNB_DATA", "/somewhere/else")
+    assert data.data_root() == Path("/somewhere/else")
+
+
+def test_tensor_datasets_are_wrapped_without_copying(toy):
+    images = torch.rand(6, 2, 5, 5)
+    ds = as_image_dataset(torch.utils.data.TensorDataset(images, torch.tensor([0, 1, 2, 0, 1, 2])))
+    assert isinstance(ds, FloatImageDataset) and ds.images.data_ptr() == images.data_ptr()
+    assert ds.classes == ["0", "1", "2"] and ds.image_shape == (2, 5, 5)
+    assert torch.equal(ds.normalize(ds.images), images) and torch.equal(ds[3][0], images[3])
+    assert ds.meta()["mean"] is None and ds.meta()["std"] is None
+    original = toy(4)
+    assert as_image_dataset(original) is original
+
+
+def test_other_data_sets_are_read_once_with_their_class_names():
+    class Named(torch.utils.data.Dataset):
+        classes = ["zero", "one"]
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return torch.full((1, 4, 4), float(i)), torch.tensor(i % 2)
+
+    ds = as_image_dataset(Named())
+    assert ds.classes == ["zero", "one"] and torch.equal(ds.labels, torch.tensor([0, 1, 0]))
+    assert torch.equal(ds.images[:, 0, 0, 0], torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"images differ in shape \(\(1, 4, 4\), \(1, 5, 5\), ...\)"):
+        as_image_dataset([(torch.zeros(1, 4, 4), 0), (torch.zeros(1, 5, 5), 1)])
 
 
 def test_crop_and_flip_matches_a_per_sample_reference():
@@ -82,7 +160,7 @@ def test_crop_and_flip_matches_a_per_sample_reference():
     assert torch.equal(crop_and_flip(x, torch.full((5, 2), 2), torch.zeros(5, dtype=torch.bool), 2), x)
 
 
-def test_batch_loader_with_pad_0_only_flips():
+def test_batch_loader_with_pad_0_only_flips(toy):
     ds = toy(24)
     x, y = next(iter(BatchLoader(ds, batch_size=24, shuffle=False, augment=True, pad=0, seed=1)))
     plain = ds.normalize(ds.images)
@@ -91,7 +169,7 @@ def test_batch_loader_with_pad_0_only_flips():
     assert bool((same | flipped).all()) and 0 < int(flipped.sum()) < 24 and torch.equal(y, ds.labels)
 
 
-def test_batch_loader_covers_every_example_once_and_is_seeded():
+def test_batch_loader_covers_every_example_once_and_is_seeded(toy):
     ds = toy(23)
     loader = BatchLoader(ds, batch_size=5, shuffle=True, seed=3)
     labels = torch.cat([y for _, y in loader])
@@ -103,7 +181,7 @@ def test_batch_loader_covers_every_example_once_and_is_seeded():
     assert len(BatchLoader(ds, 5, drop_last=True)) == 4
 
 
-def test_sharded_batches_together_equal_the_combined_batch():
+def test_sharded_batches_together_equal_the_combined_batch(toy):
     ds = toy(24)
     whole = BatchLoader(ds, batch_size=8, shuffle=True, augment=True, seed=5)
     shards = [BatchLoader(ds, batch_size=4, shuffle=True, augment=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
@@ -123,9 +201,19 @@ def test_from_torchvision_materialises_pil_images():
         def __getitem__(self, i):
             return Image.new("RGB", (10, 8), (60 * i, 0, 0)), i % 2
 
-    ds = data.from_torchvision(Pictures(), img_size=6)
-    assert ds.images.shape == (4, 3, 6, 6) and ds.classes == ["dark", "bright"]
+    ds = data.from_torchvision(Pictures(), img_size=6, name="pictures")
+    assert ds.images.shape == (4, 3, 6, 6) and ds.classes == ["dark", "bright"] and ds.name == "pictures"
     assert ds.images[3, 0, 0, 0] == 180 and torch.equal(ds.labels, torch.tensor([0, 1, 0, 1]))
+
+
+def test_load_dataset_names_the_set_it_loaded(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (5, 5)).save(tmp_path / cls / "1.png")
+    ds = data.load_dataset(f"folder:{tmp_path}")
+    assert ds.name == f"folder:{tmp_path}" and ds.classes == ["cat", "dog"] and ds.meta()["image_shape"] == [3, 5, 5]
 
 
 def test_unknown_dataset_name_is_a_clear_error():

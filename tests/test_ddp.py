@@ -5,10 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import toy_images
 
 from vitnb import VisionTransformer, preset
-from vitnb.data import ImageTensorDataset
+from vitnb.checkpoint import load_checkpoint
 from vitnb.train import TrainConfig, fit
 
 GLOBAL_BATCH = 16
@@ -16,18 +18,14 @@ GLOBAL_BATCH = 16
 
 def toy_setup(batch_size: int):
     """Model, data and config shared by the worker processes and the single-process reference."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(64) % 4
-    images = torch.randint(0, 60, (64, 1, 8, 8), generator=g)
-    for i, c in enumerate(labels.tolist()):
-        images[i, :, c::4] += 180
-    data = ImageTensorDataset(images.clamp(0, 255).to(torch.uint8), labels, list("abcd"), (0.3,), (0.3,))
+    data = toy_images(64)
     torch.manual_seed(0)
     model = VisionTransformer(preset("cpu", img_size=8, num_classes=4, embed_dim=24, depth=2, num_heads=2))
     cfg = TrainConfig(epochs=2, batch_size=batch_size, lr=3e-3, warmup_epochs=0.5, precision="fp32")
     return model, data, cfg
 
 
+@pytest.mark.slow  # torchrun starts two Python processes
 def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     run = subprocess.run(
@@ -56,4 +54,5 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
         torch.testing.assert_close(ranks[0]["model"][key], value, atol=1e-4, rtol=1e-4, msg=key)
     for a, b in zip(ranks[0]["history"], history, strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and a["val_acc"] == b["val_acc"]
-    assert (tmp_path / "ddp.pt").exists()  # rank 0 checkpointed
+    ckpt = load_checkpoint(tmp_path / "ddp.pt")  # rank 0 checkpointed
+    assert (ckpt["world_size"], ckpt["epoch"], len(ckpt["history"])) == (2, 2, 2)
