@@ -2,6 +2,7 @@
 
 from .checkpoint import export_safetensors, load_checkpoint, load_model, save_model
 from .config import PRESETS, ViTConfig, preset
+from .convert import from_timm
 from .data import BatchLoader, ImageTensorDataset, fashion_mnist, load_dataset
 from .mae import MaskedAutoencoder, pretrain_mae
 from .model import VisionTransformer, num_params
@@ -23,6 +24,7 @@ __all__ = [
     "export_safetensors",
     "fashion_mnist",
     "fit",
+    "from_timm",
     "load_checkpoint",
     "load_dataset",
     "load_model",
