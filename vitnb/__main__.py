@@ -1,3 +1,6 @@
+"""`python -m vitnb ...`: the command line of vitnb.cli."""
+
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,247 +1,744 @@
 """Command line: `python -m vitnb COMMAND --help`.
 
-    python -m vitnb pretrain --dataset fractal --epochs 5 --out runs/pretrain/vit_fractal.pt
+    python -m vitnb fetch-data
+    python -m vitnb pretrain --epochs 5 --out runs/pretrain/vit_fractal.pt          # fractals, generated offline
     python -m vitnb finetune --checkpoint runs/pretrain/vit_fractal.pt --labels-per-class 60 --epochs 20
-    python -m vitnb evaluate --checkpoint runs/finetune/fashion_mnist.pt --shift 2
+    python -m vitnb evaluate --checkpoint runs/finetune/model.pt --shift 2
+    python -m vitnb predict shoe.png shirt.jpg --checkpoint runs/finetune/model.pt --top-k 3
+    python -m vitnb export --checkpoint runs/finetune/model.pt                      # -> model.safetensors
 
-The commands call the same functions as notebooks 05-06 (`vitnb.train.fit`, `vitnb.finetune`).
-Distributed: `torchrun --nproc_per_node=2 -m vitnb pretrain ...`.
+Training commands call `vitnb.train.fit`, print a summary before they start and write a run folder beside
+the checkpoint (`model.pt` -> `model.run/` with `config.json` and a per-epoch `metrics.csv`). A mistake on
+the command line (a bad value, a missing file, a checkpoint that does not fit the data) prints one
+`error: ...` line and exits with status 2; `--debug` shows the traceback instead.
+Distributed: `torchrun --nproc_per_node=2 -m vitnb finetune ...`.
+
+The module imports neither torch nor torchvision at the top, so `--help` answers at once; the commands
+import what they need.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
 import os
+import shlex
+import sys
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
-from . import data
-from .config import PRESETS
-from .finetune import VIT_PRESET
+from .config import PRESETS, ViTConfig
+
+PROG = "python -m vitnb"
+DATASETS = ("fashion_mnist", "cifar10", "cifar100")  # and folder:PATH, an ImageFolder of your own
+FRACTAL = "fractal"  # pretrain's formula-driven corpus, generated offline (vitnb.fractal)
+# Defaults of the CLI's own choices (training hyper-parameters default to TrainConfig's).
+DEFAULT_PRESET = "cpu_p7"  # a 6-block ViT on a 4x4 grid of 7x7 patches: quick to train on 28x28 images
+FRACTAL_CLASSES, FRACTAL_PER_CLASS, FRACTAL_IMG_SIZE = 1000, 40, 28  # 40,000 images, as in notebook 05
 
 
-def model_opts(pairs: list[str]) -> dict:
-    """['depth=2', 'embed_dim=48'] -> {'depth': 2, 'embed_dim': 48} (ints, floats, true/false, strings)."""
-    opts = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--model-opt expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                pass
-        opts[key] = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
-    return opts
+class UsageError(Exception):
+    """A mistake on the command line: reported as one `error: ...` line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise `UsageError` (so `main` prints one line) instead of exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# --- argument types: bad values are refused while the arguments are parsed --------------------------
+def _number(cast, low: float, strict: bool):
+    """An argparse type: `cast(text)`, finite and > low (strict) or >= low."""
+    kind = "an integer" if cast is int else "a number"
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind} {bound}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = f"{cast.__name__} {bound}"
+    return parse
+
+
+positive_int = _number(int, 0, strict=True)
+positive_float = _number(float, 0, strict=True)
+non_negative_int = _number(int, 0, strict=False)
+non_negative_float = _number(float, 0, strict=False)
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def dataset_type(*extra: str):
+    """An argparse type for --dataset: one of DATASETS (or `extra`), or folder:PATH to an existing folder."""
+    names = (*extra, *DATASETS)
+
+    def parse(text: str) -> str:
+        if text.startswith("folder:"):
+            path = Path(text.removeprefix("folder:")).expanduser()
+            if not path.is_dir():
+                raise argparse.ArgumentTypeError(
+                    f"no folder {path} (folder:PATH needs a folder with one sub-folder of images per class)"
+                )
+            return f"folder:{path.resolve()}"
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"unknown data set {text!r}; choose {', '.join(names)} or folder:PATH")
+        return text
+
+    parse.__name__ = "data set"
+    return parse
+
+
+def _cast(text: str, annotation: str):
+    """`text` as the type a ViTConfig field is annotated with ('int', 'float', 'bool', 'str', 'float | None')."""
+    if "None" in annotation and text.lower() == "none":
+        return None
+    if annotation.startswith("bool"):
+        if text.lower() not in ("true", "false"):
+            raise ValueError
+        return text.lower() == "true"
+    for name, cast in (("int", int), ("float", float)):
+        if annotation.startswith(name):
+            return cast(text)
+    return text
+
+
+def model_opt(text: str) -> tuple[str, object]:
+    """An argparse type: 'depth=4' -> ('depth', 4), cast to the type of that ViTConfig field."""
+    key, sep, value = text.partition("=")
+    annotations = {f.name: str(f.type) for f in fields(ViTConfig)}
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key not in annotations:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a ViTConfig field; fields: {', '.join(annotations)}")
+    try:
+        return key, _cast(value, annotations[key])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key} takes a value of type {annotations[key]}, got {value!r}") from None
+
+
+def model_opts(pairs: list) -> dict:
+    """['depth=2', 'embed_dim=48'] (or the pairs `model_opt` parsed them into) -> {'depth': 2, 'embed_dim': 48}."""
+    return dict(pair if isinstance(pair, tuple) else model_opt(pair) for pair in pairs)
 
 
 def add_model_opt_argument(p: argparse.ArgumentParser) -> None:
-    """`--model-opt KEY=VALUE` (repeatable): ViTConfig fields to change; parse them with `model_opts`."""
+    """`--model-opt KEY=VALUE` (repeatable): ViTConfig fields to change; `model_opts(args.model_opt)` -> dict."""
     p.add_argument(
         "--model-opt",
         action="append",
+        type=model_opt,
         default=[],
         metavar="KEY=VALUE",
         help="change a ViTConfig field of the preset, e.g. --model-opt depth=4 (repeatable)",
     )
 
 
-def _train_args(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument(
-        "--labels-per-class",
-        type=int,
-        default=None,
-        metavar="K",
-        help="train on a fixed, seeded selection of K labelled examples per class (default: all)",
-    )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: from the profile)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size per process (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--no-augment", action="store_true", help="no random crop + flip")
-    p.add_argument("--crop-pad", type=int, default=2, help="random-crop padding in pixels; 0 = flips only (default 2)")
+# --- options shared by the commands -------------------------------------------------------------
+# TrainConfig field -> (argparse type, help). Defaults are TrainConfig's own; `augment` and `precision`
+# have options of their own (--no-augment, --precision).
+TRAIN_OPTIONS = {
+    "epochs": (positive_float, "epochs to train; a fraction trains part of the last one"),
+    "batch_size": (positive_int, "images per optimizer step and process"),
+    "lr": (positive_float, "peak learning rate of AdamW, reached after the warmup"),
+    "min_lr": (non_negative_float, "learning rate at the end of the cosine decay"),
+    "warmup_epochs": (non_negative_float, "epochs of linear learning-rate warmup"),
+    "weight_decay": (non_negative_float, "AdamW weight decay (not on biases, norms, position embeddings)"),
+    "label_smoothing": (fraction, "label smoothing of the cross-entropy loss"),
+    "grad_clip": (non_negative_float, "largest gradient norm; 0 turns clipping off"),
+    "crop_pad": (non_negative_int, "padding in pixels of the random crop; 0 = flips only"),
+    "seed": (non_negative_int, "seed of the initialisation, the data order and the augmentation"),
+    "eval_batch_size": (positive_int, "images per batch when scoring the validation set"),
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    """--debug on every command (also accepted before the command name)."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: $VITNB_DEVICE, else the best)")
+
+
+def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
+    from .train import PRECISIONS
+
     p.add_argument(
         "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "amp"],
-        help="auto: bf16 autocast on CPUs with AMX/AVX512-BF16, AMP on CUDA, else fp32",
+        default=default,
+        choices=PRECISIONS,
+        help="auto: AMP on CUDA, bf16 autocast on CPUs with AMX/AVX512-BF16, else fp32 (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_train_options(p: argparse.ArgumentParser, out: str) -> None:
+    """The TrainConfig options, --labels-per-class, --out and what to do with an existing one."""
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
     p.add_argument(
-        "--profile",
-        choices=["quick", "full"],
+        "--labels-per-class",
+        type=positive_int,
         default=None,
-        help="run profile for the defaults (default: $VITNB_PROFILE or full)",
+        metavar="K",
+        help="train on a fixed, seeded selection of K labelled images per class (default: all)",
     )
-    p.add_argument("--out", default=out, help=f"checkpoint written every epoch (default {out})")
-    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    for name, (type_, help_) in TRAIN_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, type=type_, default=getattr(defaults, name), help=f"{help_} (default: %(default)s)")
+    p.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        default=defaults.augment,
+        help="no random crop and flip",
+    )
+    _add_precision(p, defaults.precision)
+    _add_device(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(out),
+        metavar="PATH",
+        help="checkpoint, written after every epoch; its run folder (config.json, metrics.csv) is the same "
+        "path with .run instead of the suffix (default: %(default)s)",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run saved in --out (if it exists)")
+    again.add_argument("--overwrite", action="store_true", help="start afresh even if --out exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+
+
+def _add_model_options(p: argparse.ArgumentParser, when: str = "") -> None:
+    p.add_argument("--model", default=None, choices=["vit", "resnet18"], help=f"architecture{when} (default: vit)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=list(PRESETS),
+        help=f"ViT preset{when}; the data set sets img_size, in_chans and num_classes (default: {DEFAULT_PRESET})",
+    )
+    add_model_opt_argument(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m vitnb` and its commands."""
+    parser = Parser(prog=PROG, description="vitnb: the Vision Transformer on a CPU")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do; `python -m vitnb COMMAND --help` for its options",
+    )
+
+    def command(name: str, func, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help_, description=description or help_)
+        _add_common(p)
+        p.set_defaults(func=func)
+        return p
+
+    fetch = command("fetch-data", cmd_fetch_data, "put Fashion-MNIST under data/ (Debian package or download)")
+    fetch.add_argument(
+        "--root", type=Path, default=None, metavar="PATH", help="target folder (default: $VITNB_DATA, else data/)"
+    )
+
+    pre = command(
+        "pretrain",
+        cmd_pretrain,
+        "pretrain a model (default: a CPU-sized ViT on fractals)",
+        "Pretrain a model; its checkpoint feeds `finetune --checkpoint`. The default data set is a corpus "
+        "of fractal categories generated offline and cached under data/fractal.",
+    )
+    names = f"{FRACTAL}, {', '.join(DATASETS)} or folder:PATH"
+    pre.add_argument(
+        "--dataset", type=dataset_type(FRACTAL), default=FRACTAL, metavar="NAME", help=f"{names} (default: %(default)s)"
+    )
+    pre.add_argument(
+        "--fractal-classes",
+        type=positive_int,
+        default=FRACTAL_CLASSES,
+        help="fractal categories (default: %(default)s)",
+    )
+    pre.add_argument(
+        "--fractal-per-class",
+        type=positive_int,
+        default=FRACTAL_PER_CLASS,
+        help="fractal images per category (default: %(default)s)",
+    )
+    pre.add_argument(
+        "--img-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"image size: fractals are drawn at it (default {FRACTAL_IMG_SIZE}), other images resized to it",
+    )
+    _add_model_options(pre)
+    _add_train_options(pre, "runs/pretrain/model.pt")
+
+    fine = command(
+        "finetune",
+        cmd_finetune,
+        "finetune a checkpoint (or train from scratch) on a labelled data set",
+        "Finetune a checkpoint: a new head for the data set's classes, position embeddings resampled if "
+        "the image size differs, then full finetuning or a linear probe. Without --checkpoint, train a "
+        "new model from scratch.",
+    )
+    fine.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="PATH", help="pretrained checkpoint (omit: from scratch)"
+    )
+    names = f"{', '.join(DATASETS)} or folder:PATH"
+    fine.add_argument(
+        "--dataset", type=dataset_type(), metavar="NAME", default=DATASETS[0], help=f"{names} (default: %(default)s)"
+    )
+    fine.add_argument(
+        "--mode",
+        default="full",
+        choices=["full", "linear"],
+        help="full: train every weight; linear: only the new head (default: %(default)s)",
+    )
+    fine.add_argument("--img-size", type=positive_int, default=None, metavar="N", help="resize images to this size")
+    fine.add_argument(
+        "--val-per-class", type=positive_int, default=None, metavar="K", help="validate on K test images per class"
+    )
+    _add_model_options(fine, " when training from scratch")
+    _add_train_options(fine, "runs/finetune/model.pt")
+
+    from .train import TrainConfig
+
+    ev = command(
+        "evaluate",
+        cmd_evaluate,
+        "accuracy of a checkpoint on a data set",
+        "Accuracy of a checkpoint on a data set, preprocessed as the checkpoint's training data was (image "
+        "size, channels, normalisation). The data set must have the checkpoint's classes.",
+    )
+    ev.add_argument("--checkpoint", type=Path, required=True, metavar="PATH", help="checkpoint to score")
+    ev.add_argument(
+        "--dataset",
+        type=dataset_type(),
+        metavar="NAME",
+        default=None,
+        help=f"{names} (default: the checkpoint's data set)",
+    )
+    ev.add_argument("--split", default="test", choices=["train", "test"], help="split to score (default: %(default)s)")
+    ev.add_argument(
+        "--shift", type=int, default=0, metavar="PX", help="shift the images this many pixels right and down"
+    )
+    ev.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=TrainConfig().eval_batch_size,
+        help="images per batch (default: %(default)s)",
+    )
+    _add_precision(ev, "auto")
+    _add_device(ev)
+
+    pred = command(
+        "predict",
+        cmd_predict,
+        "classify image files (PNG, JPEG) with a checkpoint",
+        "Classify image files with a checkpoint, preprocessed as its training data was: converted to its "
+        "channels, resized and centre-cropped to its image size, normalised with its mean and std.",
+    )
+    pred.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files to classify")
+    pred.add_argument("--checkpoint", type=Path, required=True, metavar="PATH", help="checkpoint to classify with")
+    pred.add_argument("--top-k", type=positive_int, default=5, help="classes to list per image (default: %(default)s)")
+    _add_device(pred)
+
+    exp = command(
+        "export",
+        cmd_export,
+        "write a checkpoint's weights as .safetensors, for sharing",
+        "Write a checkpoint's weights alone as a .safetensors file (config, classes and preprocessing go in "
+        "its metadata).",
+    )
+    exp.add_argument("--checkpoint", type=Path, required=True, metavar="PATH", help="checkpoint to export")
+    exp.add_argument(
+        "--out", type=Path, default=None, metavar="PATH", help="output file (default: the checkpoint's, .safetensors)"
+    )
+    exp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return parser
+
+
+# --- data --------------------------------------------------------------------------------------
+@contextmanager
+def _data_errors():
+    """vitnb.data raises RuntimeError for a data set neither on disk nor downloadable: a usage error here."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise UsageError(str(err)) from err
 
 
 def _load(name: str, train: bool, img_size: int | None = None):
-    return data.load_dataset(name, train=train, img_size=img_size)
+    """A data set by name (see `vitnb.data.load_dataset`)."""
+    from .data import load_dataset
+
+    with _data_errors():
+        return load_dataset(name, train=train, img_size=img_size)
 
 
-def _train_config(args, epochs_default: int):
-    from .train import TrainConfig
+def _fractal_corpus(args):
+    """The fractal corpus (cached under data/fractal) as a data set."""
+    from . import fractal
 
-    return TrainConfig(
-        epochs=args.epochs or epochs_default,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing,
-        augment=not args.no_augment,
-        crop_pad=args.crop_pad,
-        precision=args.precision,
-        seed=args.seed,
+    size = FRACTAL_IMG_SIZE if args.img_size is None else args.img_size
+    return fractal.dataset(args.fractal_classes, args.fractal_per_class, size, args.seed, progress=not args.no_progress)
+
+
+def _checkpoint_transform(image_shape):
+    """The checkpoint's preprocessing of uint8 images (PIL or tensors (..., C, H, W)): convert to its
+    channels, resize the shorter side to its size and centre-crop, as `vitnb.data` loads image folders."""
+    from torchvision.transforms import v2
+
+    c, h, w = image_shape
+    if c not in (1, 3):
+        raise ValueError(f"the checkpoint expects {c}-channel images; only 1 (grayscale) and 3 (RGB) are supported")
+    return v2.Compose(
+        [v2.Grayscale() if c == 1 else v2.RGB(), v2.Resize(min(h, w), antialias=True), v2.CenterCrop([h, w])]
     )
 
 
-def _report(history, out) -> None:
-    from .train import dist
+def _as_checkpoint_input(images, labels, classes, data: dict, name: str = ""):
+    """uint8 images, a tensor (N, C, H, W) or a list of (C, H, W) of any sizes, as a data set prepared as
+    the checkpoint's training data was: its channels, image size and normalisation."""
+    import torch
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        final = history.final
-        val = f", val acc {final['val_acc']:.4f}" if final.get("val_acc") is not None else ""
-        print(
-            f"done: train acc {final['train_acc']:.4f}{val} after {final['epoch']} epochs, "
-            f"{final['time']:.0f} s; checkpoint {out}"
-        )
+    from .data import ImageTensorDataset
 
-
-def cmd_pretrain(args) -> None:
-    from .finetune import fractal_dataset, label_subset
-    from .profiles import get_profile, seed_everything
-
-    P = get_profile(args.profile)
-    seed_everything(args.seed)
-    if args.dataset == "fractal":
-        train = fractal_dataset(
-            args.fractal_classes or P.nb05_corpus_classes,
-            args.fractal_per_class or P.nb05_corpus_per_class,
-            args.img_size or 28,
-            args.seed,
-        )
-        val = None
-    else:
-        train, val = _load(args.dataset, True, args.img_size), _load(args.dataset, False, args.img_size)
-    train = label_subset(train, args.labels_per_class, args.seed)
-    _fit_and_report(args, _new_model(args, train), train, val, P.nb05_epochs)
+    transform = _checkpoint_transform(data["image_shape"])
+    images = transform(images) if torch.is_tensor(images) else torch.stack([transform(image) for image in images])
+    return ImageTensorDataset(images, labels, classes, data["mean"], data["std"], name=name)
 
 
-def cmd_finetune(args) -> None:
-    from .finetune import from_pretrained, label_subset
-    from .profiles import get_profile, seed_everything
+# --- training ----------------------------------------------------------------------------------
+def _rank0() -> bool:
+    """True in the process that prints and writes files (rank 0 under torchrun, else the only one)."""
+    return os.environ.get("RANK", "0") == "0"
 
-    P = get_profile(args.profile)
-    seed_everything(args.seed)
-    train, val = _load(args.dataset, True, args.img_size), _load(args.dataset, False, args.img_size)
-    if args.val_per_class is not None:
-        val = label_subset(val, args.val_per_class, args.seed)
-    train = label_subset(train, args.labels_per_class, args.seed)
-    if args.checkpoint:
-        model = from_pretrained(args.checkpoint, train.num_classes, img_size=train.image_shape[1], mode=args.mode)
-        print(f"finetuning ({args.mode}) {args.checkpoint} on {args.dataset}, {len(train)} labelled images")
-    else:
-        model = _new_model(args, train)
-    _fit_and_report(args, model, train, val, P.cli_finetune_epochs)
+
+def _say(*lines: str) -> None:
+    if _rank0():
+        print(*lines, sep="\n", flush=True)
+
+
+def run_folder(out: Path) -> Path:
+    """Where a run's config.json and metrics.csv go: `runs/x/model.pt` -> `runs/x/model.run/`."""
+    return out.with_suffix(".run")
+
+
+def _check_out(args) -> None:
+    """Refuse to replace an existing checkpoint unless the user said --resume or --overwrite."""
+    out = args.out
+    if out.suffix == ".run":
+        raise UsageError(f"--out {out} ends in .run, the suffix of run folders; use e.g. {out.with_suffix('.pt')}")
+    if out.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{out} exists; pass --resume to continue that run or --overwrite to replace it")
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    names = [*TRAIN_OPTIONS, "augment", "precision"]
+    return TrainConfig(**{name: getattr(args, name) for name in names})
+
+
+def _check_model_args(args) -> None:
+    """Refuse model options that would be ignored or overridden, before any data is loaded."""
+    opts = model_opts(args.model_opt)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None:
+        given = [
+            flag for flag, value in (("--model", args.model), ("--preset", args.preset), ("--model-opt", opts)) if value
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} describe a new model, but --checkpoint {checkpoint} brings its own; drop one"
+            )
+    elif getattr(args, "mode", "full") == "linear":
+        raise UsageError("--mode linear trains the head of a pretrained model; pass --checkpoint")
+    if args.model == "resnet18" and (opts or args.preset):
+        raise UsageError("--preset and --model-opt build a ViT; --model resnet18 takes neither")
+    clash = sorted(set(opts) & {"img_size", "in_chans", "num_classes"})
+    if clash:
+        raise UsageError(f"--model-opt {', '.join(clash)}: set by the data set (use --img-size to resize images)")
 
 
 def _new_model(args, train):
-    """A freshly initialised model (--model, --preset, --model-opt) shaped for the training set."""
+    """A freshly initialised model (--model, --preset, --model-opt) shaped for the training set, and its name."""
     from .cnn import resnet18
     from .config import preset
     from .model import VisionTransformer
 
     c, h, _ = train.image_shape
     if args.model == "resnet18":
-        return resnet18(in_chans=c, num_classes=train.num_classes, img_size=h)
-    opts = model_opts(args.model_opt)
-    return VisionTransformer(preset(args.preset, img_size=h, in_chans=c, num_classes=train.num_classes, **opts))
+        return resnet18(in_chans=c, num_classes=train.num_classes, img_size=h), "new ResNet-18"
+    name = args.preset or DEFAULT_PRESET
+    cfg = preset(name, img_size=h, in_chans=c, num_classes=train.num_classes, **model_opts(args.model_opt))
+    return VisionTransformer(cfg), f"new ViT (preset {name})"
 
 
-def _fit_and_report(args, model, train, val, default_epochs) -> None:
-    from .train import fit
+def _summary(args, model, train, val, device, precision, source: str) -> list[str]:
+    """What a run is about to do, in four lines: model, data, device and precision, output."""
+    from .checkpoint import model_kind
+    from .model import num_params
 
-    config = _train_config(args, default_epochs)
-    history = fit(model, train, val, config, checkpoint=args.out, resume=args.resume, progress=not args.no_progress)
-    _report(history, args.out)
+    total, trainable = num_params(model, trainable_only=False), num_params(model)
+    params = f"{total:,} parameters" + (f" ({trainable:,} trainable)" if trainable != total else "")
+    sizes = f"{len(train):,} training images" + (f" / {len(val):,} validation" if val else ", no validation set")
+    shape = "x".join(map(str, train.image_shape))
+    return [
+        f"model     {model_kind(model)}, {params}, {source}",
+        f"data      {train.name}: {sizes} ({shape}, {train.num_classes} classes)",
+        f"device    {device}, precision {precision}",
+        f"output    {args.out} (run folder {run_folder(args.out)})",
+    ]
+
+
+def _write_config(folder: Path, args, model, train, val, cfg, device, precision, source: str) -> None:
+    """config.json: the command line, model, training configuration, data set and device of a run."""
+    from .checkpoint import model_kind
+    from .model import num_params
+
+    config = {
+        "command": shlex.join([*PROG.split(), *args.argv]),
+        "model": {"kind": model_kind(model), "config": model.cfg.to_dict(), "parameters": num_params(model, False)},
+        "init": source,
+        "train": cfg.to_dict(),
+        "data": {
+            **train.meta(),
+            "train_size": len(train),
+            "val_size": None if val is None else len(val),
+            "labels_per_class": args.labels_per_class,
+        },
+        "device": str(device),
+        "precision": precision,
+        "checkpoint": str(args.out.resolve()),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+class MetricsWriter:
+    """A `fit` callback appending one row per finished epoch to metrics.csv (header from the first record)."""
+
+    def __init__(self, path: Path, history: list[dict]):
+        self.path = path
+        path.unlink(missing_ok=True)
+        for record in history:  # a resumed run starts with the epochs its checkpoint holds
+            self(record["epoch"], record, None)
+
+    def __call__(self, epoch: int, record: dict, model) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(record))
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+
+def _train(args, model, source: str, train, val) -> None:
+    """Print the summary, write the run folder, train with `fit`, report the result."""
+    from .checkpoint import load_checkpoint
+    from .train import fit, pick_device, resolve_precision
+
+    cfg = _train_config(args)
+    device = pick_device(args.device)
+    precision = resolve_precision(cfg.precision, device)
+    _say(*_summary(args, model, train, val, device, precision, source))
+    callbacks = ()
+    if _rank0():
+        folder = run_folder(args.out)
+        _write_config(folder, args, model, train, val, cfg, device, precision, source)
+        history = load_checkpoint(args.out).get("history", []) if args.resume and args.out.exists() else []
+        callbacks = (MetricsWriter(folder / "metrics.csv", history),)
+    history = fit(
+        model,
+        train,
+        val,
+        cfg,
+        checkpoint=args.out,
+        resume=args.resume,
+        device=device,
+        progress=not args.no_progress,
+        callbacks=callbacks,
+    )
+    final = history.final
+    val_acc = f", val acc {final['val_acc']:.4f}" if final.get("val_acc") is not None else ""
+    _say(
+        f"done: train acc {final['train_acc']:.4f}{val_acc} after {final['epoch']} epochs, "
+        f"{final['time']:.0f} s; checkpoint {args.out}"
+    )
+
+
+# --- commands ----------------------------------------------------------------------------------
+def cmd_fetch_data(args) -> None:
+    from .data import fetch_fashion_mnist
+
+    with _data_errors():
+        print(f"Fashion-MNIST ready in {fetch_fashion_mnist(args.root)}")
+
+
+def cmd_pretrain(args) -> None:
+    from .train import seed_everything
+
+    _check_out(args)
+    _check_model_args(args)
+    seed_everything(args.seed)
+    if args.dataset == FRACTAL:
+        train, val = _fractal_corpus(args), None
+    else:
+        train, val = _load(args.dataset, True, args.img_size), _load(args.dataset, False, args.img_size)
+    train = train.per_class_subset(args.labels_per_class, args.seed)
+    _train(args, *_new_model(args, train), train, val)
+
+
+def cmd_finetune(args) -> None:
+    from .train import freeze_all_but_head, seed_everything
+
+    _check_out(args)
+    _check_model_args(args)
+    seed_everything(args.seed)
+    train, val = _load(args.dataset, True, args.img_size), _load(args.dataset, False, args.img_size)
+    val = val.per_class_subset(args.val_per_class, args.seed)
+    train = train.per_class_subset(args.labels_per_class, args.seed)
+    if args.checkpoint is None:
+        model, source = _new_model(args, train)
+    else:
+        from .checkpoint import load_model
+
+        model, _ = load_model(args.checkpoint, num_classes=train.num_classes, img_size=train.image_shape[1])
+        if args.mode == "linear":
+            freeze_all_but_head(model)
+        source = f"{'linear probe' if args.mode == 'linear' else 'finetuning'} of {args.checkpoint}"
+    _train(args, model.train(), source, train, val)
+
+
+def _preprocessing(path: Path, ckpt: dict) -> dict:
+    """The checkpoint's data record (name, classes, image_shape, mean, std); a UsageError if it lacks one."""
+    data = ckpt.get("data") or {}
+    missing = [key for key in ("classes", "image_shape", "mean", "std") if data.get(key) is None]
+    if missing:
+        raise UsageError(
+            f"{path} records no {', '.join(missing)} of its training data, so its images cannot be prepared; "
+            f"save it with vitnb.save_model(path, model, dataset=train_set)"
+        )
+    return data
 
 
 def cmd_evaluate(args) -> None:
-    from .finetune import load_trained
+    from .checkpoint import check_compatible, load_model
     from .patches import shift_image
     from .train import evaluate
 
-    model, ckpt = load_trained(args.checkpoint)
-    test = _load(args.dataset, args.split == "train", args.img_size)
+    model, ckpt = load_model(args.checkpoint)
+    data = _preprocessing(args.checkpoint, ckpt)
+    name = args.dataset or data["name"]
+    if not (name in DATASETS or name.startswith("folder:")):
+        trained_on = f"the data set {name!r}" if name else "a data set without a name"
+        raise UsageError(f"{args.checkpoint} was trained on {trained_on}, which evaluate cannot load; pass --dataset")
+    test = _load(name, args.split == "train", data["image_shape"][-1])
+    test = _as_checkpoint_input(test.images, test.labels, test.classes, data, test.name)
+    check_compatible(ckpt, test)
     transform = (lambda x: shift_image(x, args.shift, args.shift)) if args.shift else None
-    acc = evaluate(model, test, precision=args.precision, transform=transform)
+    acc = evaluate(
+        model, test, batch_size=args.batch_size, precision=args.precision, device=args.device, transform=transform
+    )
     shift = f", images shifted by {args.shift} px" if args.shift else ""
-    print(f"{args.checkpoint}: {args.dataset} {args.split} accuracy {acc:.4f} ({len(test)} images{shift})")
+    print(f"{args.checkpoint}: {name} {args.split} accuracy {acc:.4f} ({len(test):,} images{shift})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vitnb", description="vitnb: the Vision Transformer on a CPU")
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch-data", help="put Fashion-MNIST under data/ (Debian package or download)")
-    fetch.add_argument("--root", default=None, help="target folder (default: data/ or $VITNB_DATA)")
-    fetch.set_defaults(func=lambda args: print(f"Fashion-MNIST ready in {data.fetch_fashion_mnist(args.root)}"))
+def _read_image(path: Path):
+    """An image file as a uint8 RGB tensor (3, H, W), as torchvision's ImageFolder reads it."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import v2
 
-    datasets = "fractal (generated offline), fashion_mnist, cifar10, cifar100, folder:PATH"
-    pre = commands.add_parser(
-        "pretrain",
-        help="pretrain a model (default: a CPU-sized ViT on fractals)",
-        description="Pretrain a model; the checkpoint feeds `finetune --checkpoint`.",
-    )
-    pre.add_argument("--dataset", default="fractal", help=f"{datasets} (default fractal)")
-    pre.add_argument("--fractal-classes", type=int, default=None, help="fractal categories (default: profile)")
-    pre.add_argument("--fractal-per-class", type=int, default=None, help="images per category (default: profile)")
-    pre.add_argument("--img-size", type=int, default=None, help="resize images to this size (default: as stored)")
-    pre.add_argument("--model", default="vit", choices=["vit", "resnet18"])
-    pre.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset: {', '.join(PRESETS)} (default {VIT_PRESET})")
-    add_model_opt_argument(pre)
-    _train_args(pre, "runs/pretrain/model.pt")
-    pre.set_defaults(func=cmd_pretrain)
-
-    fine = commands.add_parser(
-        "finetune",
-        help="finetune a checkpoint (or train from scratch) on a labelled set",
-        description="New head, position embeddings resampled if the size changes, "
-        "then linear probe or full finetuning.",
-    )
-    fine.add_argument("--checkpoint", default=None, help="pretrained checkpoint (omit: train from scratch)")
-    fine.add_argument("--dataset", default="fashion_mnist", help=f"{datasets} (default fashion_mnist)")
-    fine.add_argument("--mode", default="full", choices=["full", "linear"], help="full finetune or linear probe")
-    fine.add_argument("--img-size", type=int, default=None, help="resize images to this size (default: as stored)")
-    fine.add_argument("--val-per-class", type=int, default=None, help="score on K test images per class")
-    fine.add_argument("--model", default="vit", choices=["vit", "resnet18"], help="architecture when from scratch")
-    fine.add_argument("--preset", default=VIT_PRESET, help=f"ViT preset when from scratch (default {VIT_PRESET})")
-    add_model_opt_argument(fine)
-    _train_args(fine, "runs/finetune/model.pt")
-    fine.set_defaults(func=cmd_finetune)
-
-    ev = commands.add_parser("evaluate", help="accuracy of a checkpoint on a data set")
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--dataset", default="fashion_mnist")
-    ev.add_argument("--split", default="test", choices=["train", "test"])
-    ev.add_argument("--img-size", type=int, default=None)
-    ev.add_argument("--shift", type=int, default=0, help="shift the images this many pixels right and down")
-    ev.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "amp"])
-    ev.set_defaults(func=cmd_evaluate)
-    return parser
+    if not path.is_file():
+        raise UsageError(f"no image file {path}")
+    try:
+        with Image.open(path) as image:
+            return v2.functional.pil_to_tensor(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise UsageError(f"{path} is not an image file PIL can read (PNG or JPEG expected)") from None
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "profile", None):
-        os.environ["VITNB_PROFILE"] = args.profile
-    for name in ("out", "checkpoint"):  # paths on the command line are relative to the working folder
-        if getattr(args, name, None):
-            setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    args.func(args)
+def cmd_predict(args) -> None:
+    import torch
+
+    from .checkpoint import load_model
+    from .train import pick_device
+
+    model, ckpt = load_model(args.checkpoint)
+    data = _preprocessing(args.checkpoint, ckpt)
+    images = [_read_image(path) for path in args.images]
+    batch = _as_checkpoint_input(images, torch.zeros(len(images)), data["classes"], data)
+    x = batch.normalize(batch.images)  # (N, C, H, W)
+    device = pick_device(args.device)
+    with torch.inference_mode():
+        probs = model.to(device)(x.to(device)).float().softmax(-1).cpu()  # (N, num_classes)
+    top = probs.topk(min(args.top_k, probs.shape[1]))
+    for path, values, indices in zip(args.images, top.values, top.indices, strict=True):
+        print(path)
+        for p, i in zip(values.tolist(), indices.tolist(), strict=True):
+            print(f"  {p:7.2%}  {data['classes'][i]}")
+
+
+def cmd_export(args) -> None:
+    from .checkpoint import export_safetensors
+
+    out = args.out or args.checkpoint.with_suffix(".safetensors")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    export_safetensors(args.checkpoint, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+# --- entry point -------------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    """The message of an error on one line (OSErrors as 'file: reason')."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).splitlines()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `python -m vitnb ARGV`; returns the exit status (0 done, 2 a usage error, 130 interrupted).
+
+    Usage errors (bad arguments, missing or unsuitable files and data) print one `error: ...` line to
+    stderr; with --debug they raise, with their traceback.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        args.func(args)
+    except SystemExit as exit_:  # --help
+        return exit_.code or 0
+    except (UsageError, ValueError, OSError) as err:
+        if debug:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
