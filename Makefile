@@ -5,14 +5,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# CPU-only machines: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs torch and torchvision
+# from PyTorch's CPU index first, which skips the ~3 GB of CUDA libraries the default Linux wheel brings.
+TORCH_INDEX ?=
+# Jupyter refuses to start as root without --allow-root (containers, CI).
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup data notebooks test test-browser lab benchmarks clean
+.PHONY: setup data notebooks test test-fast test-browser lab benchmarks clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install torch torchvision --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
@@ -30,11 +36,15 @@ test: data
 	VITNB_PROFILE=quick VITNB_RUNS=$(CURDIR)/runs/quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser
 
+# The unit tests without the slow ones (DDP, base-size models, CLI end to end, browser): for quick checks while editing.
+test-fast: data
+	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m "not slow and not browser"
+
 test-browser: data
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser
 
 lab: data
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 clean:
 	rm -rf $(VENV) runs
