@@ -197,14 +197,15 @@ def test_predict_runs_where_the_model_is(monkeypatch, toy):
 
 def test_eval_mode_restores_the_mode_it_found(toy):
     model = toy_vit().train()
+    model.blocks[1].eval()  # e.g. a frozen part of a model being finetuned
     with eval_mode(model):
-        assert not model.training and not model.blocks[0].training
-    assert model.training and model.blocks[0].training
+        assert not any(m.training for m in model.modules())
+    assert model.training and model.blocks[0].training and not model.blocks[1].mlp.fc1.training
     with pytest.raises(RuntimeError), eval_mode(model):
         raise RuntimeError
     assert model.training
-    predict(model, toy(4))
-    assert model.training and not eval_mode(model.eval()).__enter__().training
+    predict(model, toy(4))  # predicts in eval mode, and leaves every mode as it found it
+    assert model.training and model.blocks[0].training and not model.blocks[1].training
 
 
 @pytest.mark.slow  # an 11M-parameter CNN

@@ -238,7 +238,8 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
 
 # --- history -------------------------------------------------------------------------------------
 class History(list):
-    """One dict per epoch: epoch, train_loss, train_acc, val_acc, lr, epoch_time, train_time, time."""
+    """One dict per epoch (see `epoch_record`): epoch, train_loss, train_acc, val_acc, lr, images_per_s,
+    epoch_time, train_time (seconds in training steps so far), time (seconds so far, evaluation included)."""
 
     def column(self, key: str) -> list:
         return [r.get(key) for r in self]
@@ -274,13 +275,14 @@ class History(list):
 # --- evaluation ----------------------------------------------------------------------------------
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Run the block with `model` in eval mode, then put it back in the mode it was in."""
-    was_training = model.training
+    """Run the block with `model` in eval mode, then give every submodule back the train/eval mode it had."""
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
 
 
 def model_device(model: nn.Module) -> torch.device:
