@@ -1,40 +1,107 @@
-"""The environment files never drift apart, and the CLI and profiles behave."""
+"""The environment files never drift apart, and the README's set-up installs everything the notebooks import."""
 
+import ast
+import functools
+import importlib.metadata as metadata
+import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import tomllib
 import yaml
-
-import vitnb
+from IPython.core.inputtransformer2 import TransformerManager
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
-def names(requirements) -> set[str]:
-    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower() for r in requirements}
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): 'PyYAML' and 'pyyaml', 'jupyter_core' and 'jupyter-core'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def test_environment_yml_and_pyproject_name_the_same_packages():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = names(project["dependencies"]) | names(project["optional-dependencies"]["dev"])
+def installed_by(requirements: list[str]) -> set[str]:
+    """Every distribution that installing `requirements` brings in, their own requirements included."""
+    todo, found = [Requirement(r) for r in requirements], set()
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        if name in found:
+            continue
+        found.add(name)
+        for line in metadata.requires(req.name) or []:
+            dep = Requirement(line)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in (req.extras or {""})):
+                todo.append(dep)
+    return found
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level modules a notebook cell imports (`import a.b` and `from a.b import c` give 'a')."""
+    tree = ast.parse(TransformerManager().transform_cell(source))  # %magics and !shell lines become Python
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def notebook_imports(path: Path) -> set[str]:
+    cells = json.loads(path.read_text())["cells"]
+    return set().union(*(imported_modules("".join(c["source"])) for c in cells if c["cell_type"] == "code"))
+
+
+@functools.cache
+def distributions_by_module() -> dict[str, list[str]]:
+    return metadata.packages_distributions()  # {'PIL': ['pillow'], 'yaml': ['PyYAML'], ...}
+
+
+def not_installed(modules: set[str], requirements: list[str]) -> set[str]:
+    """The modules in `modules` that neither the standard library, vitnb, nor `requirements` provide."""
+    provided = installed_by(requirements)
+    by_module = distributions_by_module()
+    return {
+        m
+        for m in modules
+        if m not in sys.stdlib_module_names
+        and m != "vitnb"
+        and not {canonical(d) for d in by_module.get(m, [])} & provided
+    }
+
+
+def test_environment_yml_and_pyproject_list_the_same_requirements():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert names(p for p in pip_section if not p.startswith("-e")) == declared
-    assert {"torch", "torchvision", "jupyterlab", "matplotlib", "ipywidgets", "nbval", "einops"} <= declared
+    assert [p for p in pip_section if not p.startswith("-e")] == (
+        PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"]
+    )
+    assert "-e ." in pip_section
 
 
-def test_profiles():
-    assert vitnb.get_profile("quick").name == "quick"
-    with pytest.raises(ValueError, match="'quick' or 'full'"):
-        vitnb.get_profile("medium")
-    with pytest.raises(AttributeError, match="no setting 'nope'"):
-        getattr(vitnb.get_profile("full"), "nope")  # noqa: B009 (the attribute access is the test)
+def test_every_notebook_import_is_installed_by_the_main_dependencies():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 8
+    imports = set().union(*map(notebook_imports, notebooks))
+    assert {"torch", "timm", "matplotlib", "IPython", "vitnb"} <= imports  # the parser sees the imports
+    assert not_installed(imports, PROJECT["dependencies"]) == set()
 
 
-def test_cli_help_lists_the_commands():
-    out = subprocess.run([sys.executable, "-m", "vitnb", "--help"], capture_output=True, text=True, check=True)
-    assert "fetch-data" in out.stdout
+def test_the_import_check_flags_dev_only_and_unknown_modules():
+    source = "%matplotlib inline\nimport os, torch.nn as nn\nfrom pytest import approx\nimport vit_pytorch, nowhere_pkg"
+    assert imported_modules(source) == {"os", "torch", "pytest", "vit_pytorch", "nowhere_pkg"}
+    assert not_installed(imported_modules(source), PROJECT["dependencies"]) == {"pytest", "vit_pytorch", "nowhere_pkg"}
+    all_requirements = PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"]
+    assert not_installed(imported_modules(source), all_requirements) == {"nowhere_pkg"}
+    without_timm = [r for r in PROJECT["dependencies"] if not r.startswith("timm")]
+    assert not_installed({"timm"}, without_timm) == {"timm"}  # notebook 04's import needs timm in the main list
+
+
+def test_the_main_dependencies_bring_jupyter_and_ipython():
+    assert {"torch", "timm", "jupyterlab", "ipykernel", "ipython", "ipywidgets", "safetensors"} <= installed_by(
+        PROJECT["dependencies"]
+    )
+    assert "pytest" not in installed_by(PROJECT["dependencies"])
