@@ -217,7 +217,7 @@ def _check_args(**args: int) -> None:
 
 
 def load_or_make_corpus(
-    root: str | os.PathLike, num_classes: int, per_class: int, img_size: int = 28, seed: int = 0
+    root: str | os.PathLike, num_classes: int, per_class: int, img_size: int = 28, seed: int = 0, progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """make_corpus(), cached in root/fractal_{num_classes}x{per_class}_{img_size}px_seed{seed}.pt."""
     _check_args(num_classes=num_classes, per_class=per_class, img_size=img_size, seed=seed)
@@ -225,6 +225,25 @@ def load_or_make_corpus(
     if path.exists():
         data = torch.load(path, weights_only=True)
         return data["images"], data["labels"]
-    images, labels = make_corpus(num_classes, per_class, img_size, seed)
+    images, labels = make_corpus(num_classes, per_class, img_size, seed, progress)
     save_checkpoint(path, {"images": images, "labels": labels})  # atomic, and safe from several processes at once
     return images, labels
+
+
+def dataset(
+    num_classes: int,
+    per_class: int,
+    img_size: int = 28,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+    progress: bool = True,
+):
+    """The corpus (cached under `root`/fractal, default the data root) as an `ImageTensorDataset` named
+    'fractal', with classes 'ifs0', 'ifs1', ... and normalised by its own per-channel mean and std."""
+    from .data import ImageTensorDataset, data_root
+
+    root = Path(root) if root is not None else data_root()
+    images, labels = load_or_make_corpus(root / "fractal", num_classes, per_class, img_size, seed, progress)
+    x = images.float() / 255  # (N, 1, H, W)
+    mean, std = tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
+    return ImageTensorDataset(images, labels, [f"ifs{c}" for c in range(num_classes)], mean, std, "fractal")
