@@ -323,3 +323,117 @@ def to_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
+
+
+# --- experiment figures ------------------------------------------------------------------------------
+# Figures of the notebooks' experiments; they draw the rows and summaries that vitnb.experiments returns.
+def plot_class_samples(dataset, num_classes: int = 8, per_class: int = 6, title: str = "") -> Figure:
+    """A grid: one row per class (the first `num_classes`), `per_class` examples in each."""
+    fig, axes = plt.subplots(
+        num_classes, per_class, figsize=(per_class * 0.9, num_classes * 0.95), dpi=80, squeeze=False
+    )
+    for c in range(num_classes):
+        idx = (dataset.labels == c).nonzero().flatten()[:per_class]
+        for j, ax in enumerate(axes[c]):
+            ax.axis("off")
+            if j < len(idx):
+                ax.imshow(dataset.images[idx[j]].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[c, 0].set_title(dataset.classes[c], fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_data_efficiency(
+    summary: Sequence[dict], title: str = "Fashion-MNIST test accuracy vs labelled examples"
+) -> Figure:
+    """Mean test accuracy per method against the % of labels used; bars span the seeds' min to max.
+
+    `summary`: `vitnb.experiments.data_efficiency.summary(rows)` (keys method, fraction, mean, min, max).
+    """
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    for name in dict.fromkeys(s["method"] for s in summary):
+        mine = sorted((s for s in summary if s["method"] == name), key=lambda s: s["fraction"])
+        mean = [s["mean"] for s in mine]
+        spread = [[s["mean"] - s["min"] for s in mine], [s["max"] - s["mean"] for s in mine]]
+        ax.errorbar([100 * s["fraction"] for s in mine], mean, yerr=spread, fmt="o-", capsize=3, label=name)
+    ax.set(xscale="log", xlabel="% of the training labels used", ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_translation(results: dict[str, Sequence[float]], shifts: Sequence[int] = (0, 1, 2, 3, 4)) -> Figure:
+    """Test accuracy per model against the shift of the test images ({name: [accuracy per shift]})."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=80)
+    for name, accs in results.items():
+        if len(accs) != len(shifts):
+            raise ValueError(f"{name!r} has {len(accs)} accuracies for {len(shifts)} shifts {tuple(shifts)}")
+        ax.plot(shifts, accs, "o-", label=name)
+    ax.set(
+        xlabel="shift of the test images (pixels right and down)",
+        ylabel="test accuracy",
+        title="translation robustness",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(summary: Sequence[dict], title: str | None = None) -> Figure:
+    """Accuracy per variant in each regime (bars = mean, whiskers = min..max over seeds, dashed line =
+    baseline mean), and training throughput relative to the baseline.
+
+    `summary`: `vitnb.experiments.ablation.compare(rows, throughput)`.
+    """
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    variants = list(dict.fromkeys(s["variant"] for s in summary))
+    by = {(s["variant"], s["regime"]): s for s in summary}
+    fig, axes = plt.subplots(
+        1, len(regimes) + 1, figsize=(4 * (len(regimes) + 1), 0.35 * len(variants) + 1.5), dpi=80, sharey=True
+    )
+    y = list(range(len(variants)))
+    colors = ["tab:gray" if v == "baseline" else "tab:blue" for v in variants]
+    for ax, regime in zip(axes, regimes, strict=False):
+        ss = [by[(v, regime)] for v in variants]
+        mean = [100 * s["mean"] for s in ss]
+        err = [[100 * (s["mean"] - s["min"]) for s in ss], [100 * (s["max"] - s["mean"]) for s in ss]]
+        ax.barh(y, mean, xerr=err, color=colors, capsize=2)
+        lo = min(100 * s["min"] for s in ss)
+        hi = max(100 * s["max"] for s in ss)
+        ax.set_xlim(lo - 0.3 * (hi - lo) - 0.5, hi + 0.15 * (hi - lo) + 0.5)
+        if (baseline := by.get(("baseline", regime))) is not None:
+            ax.axvline(100 * baseline["mean"], color="k", ls="--", lw=0.8)
+        ax.set(title=f"test accuracy, {regime}", xlabel="%")
+    speed = [by[(v, regimes[0])]["speed_rel"] for v in variants]
+    axes[-1].barh(y, speed, color=colors)
+    axes[-1].axvline(1.0, color="k", ls="--", lw=0.8)
+    axes[-1].set(title="training speed vs baseline", xlabel="x baseline images/s")
+    axes[0].set_yticks(y, variants)
+    axes[0].invert_yaxis()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation_curves(
+    rows: Sequence[dict], regime: str = "10% labels", variants: Sequence[str] | None = None
+) -> Figure:
+    """Learning curves of the ablation's runs: mean test accuracy (curve subset) after every epoch, per variant."""
+    variants = variants or list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    for v in variants:
+        rs = [r for r in rows if r["variant"] == v and r["regime"] == regime]
+        if not rs:
+            continue
+        acc = [100 * float(np.mean(a)) for a in zip(*(r["curve_acc"] for r in rs), strict=True)]
+        style = dict(color="k", lw=2) if v == "baseline" else {}
+        ax.plot(rs[0]["curve_steps"], acc, "o-", label=v, **style)
+    ax.set(xlabel="optimiser steps", ylabel="test accuracy % (curve subset)", title=f"learning curves, {regime}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
