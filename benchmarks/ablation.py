@@ -14,18 +14,19 @@ from pathlib import Path
 
 import torch
 
-from vitnb import get_profile, seed_everything
-from vitnb.ablation import (
+from vitnb import seed_everything
+from vitnb.data import fashion_mnist
+from vitnb.experiments import get_profile
+from vitnb.experiments.ablation import (
     MAIN_VARIANTS,
     VARIANTS,
     Protocol,
-    markdown_table,
+    compare,
     measure_throughput,
     run_ablation,
-    summarize,
-    write_csv,
+    table,
 )
-from vitnb.data import fashion_mnist
+from vitnb.experiments.results import write_csv
 
 
 def main() -> None:
@@ -58,13 +59,13 @@ def main() -> None:
     rows = run_ablation(args.variants, train, test, protocol)
     print("timing every variant in one interleaved pass ...")
     speed = measure_throughput(args.variants, train, protocol)
-    summary = summarize(rows, speed)
-    table = markdown_table(summary)
+    summary = compare(rows, speed)
+    markdown = table(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "rows.csv")
     write_csv(summary, args.out / "summary.csv")
-    (args.out / "table.md").write_text(table + "\n")
-    print(table)
+    (args.out / "table.md").write_text(markdown + "\n")
+    print(markdown)
     print(f"\n{time.perf_counter() - start:.0f} s; wrote {args.out}/rows.csv, summary.csv, table.md")
 
 

@@ -1,12 +1,10 @@
 """Does a harder fractal corpus pretrain a better ViT for Fashion-MNIST? Corpora side by side, same compute.
 
-Notebook 05 first pretrained on 64 categories, and that task was too easy: the ViT reached 97% validation
-accuracy after one epoch, and notebook 06 found the pretraining worth only +1 to +3 points. FractalDB's
-authors found that more categories pretrain better features (Kataoka et al. 2020: 1,000 beat 100). This
-benchmark pretrains the same ViT (`cpu_p7`) on each corpus for the same number of images seen, then
-finetunes every checkpoint on Fashion-MNIST exactly as notebook 06 does (200 steps of 128 images at each
-label budget, flips only, lr 1e-3), next to the ViT trained from scratch, over several seeds. Its result
-(1,000 categories won) is why notebook 05 now pretrains on 1,000 categories of 40 instances.
+FractalDB's authors found that more categories pretrain better features (Kataoka et al. 2020: 1,000 beat
+100). This benchmark pretrains the same ViT (`cpu_p7`) on each corpus for the same number of images seen,
+then finetunes every checkpoint on Fashion-MNIST exactly as notebook 06 does (200 steps of 128 images at
+each label budget, flips only, lr 1e-3), next to the ViT trained from scratch, over several seeds. The
+default compares notebook 05's corpus (1,000 categories of 40 instances) with 64 categories of 250.
 
     python benchmarks/pretraining_routes.py                                  # 64 vs 1000 categories (~50 min, fp32)
     python benchmarks/pretraining_routes.py --corpora 64x250 1000x40 --labels-per-class 60 600 --seeds 0 1
@@ -30,17 +28,12 @@ import matplotlib
 
 from vitnb import seed_everything
 from vitnb.data import fashion_mnist
-from vitnb.finetune import (
-    data_efficiency,
-    finetune_config,
-    label_subset,
-    plot_data_efficiency,
-    pretrain_fractal,
-    results_table,
-)
-from vitnb.profiles import get_profile
+from vitnb.experiments import data_efficiency, get_profile
+from vitnb.experiments.data_efficiency import finetune_config, results_table
+from vitnb.experiments.pretraining import pretrain_fractal
+from vitnb.plotting import plot_data_efficiency
 
-# Beside notebook 05's corpus. Full: the 64 categories x 250 instances notebook 05 used before, same images seen.
+# Beside notebook 05's corpus (full: 64 categories x 250 instances); every corpus gets the same images seen.
 COMPARED_CORPUS = {"quick": "40x10", "full": "64x250"}
 
 
@@ -101,12 +94,12 @@ def main() -> None:
         checkpoints[f"ViT fractal {classes}x{per_class}"] = path
 
     train, test = fashion_mnist(True), fashion_mnist(False)
-    test = label_subset(test, P.nb06_test_per_class)
+    test = test.per_class_subset(P.nb06_test_per_class)
     routes = {"ViT from scratch": ("vit_scratch", None)}
     routes.update({name: ("vit_pretrained", path) for name, path in checkpoints.items()})
     rows = []
     for name, (method, path) in routes.items():
-        new, _ = data_efficiency(
+        new, _ = data_efficiency.run(
             {name: {"method": method}},
             train,
             test,
@@ -121,7 +114,8 @@ def main() -> None:
     print(f"\nFashion-MNIST test accuracy ({len(test)} images), {steps} steps of {train_cfg.batch_size} per run:")
     print(results_table(rows))
     (args.out / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "history"} for r in rows]))
-    plot_data_efficiency(rows, "Fashion-MNIST after pretraining on fractal corpora of different sizes").savefig(
+    summary = data_efficiency.summary(rows)
+    plot_data_efficiency(summary, "Fashion-MNIST after pretraining on fractal corpora of different sizes").savefig(
         args.out / "data_efficiency.png", bbox_inches="tight"
     )
     print(f"wrote {args.out / 'rows.json'} and {args.out / 'data_efficiency.png'}")

@@ -6,34 +6,29 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from vitnb import VisionTransformer, get_profile, num_params
-from vitnb.ablation import (
+from vitnb import VisionTransformer, num_params
+from vitnb.experiments import get_profile
+from vitnb.experiments.ablation import (
     BASE,
     MAIN_VARIANTS,
     VARIANTS,
     Protocol,
+    compare,
     config_diff,
-    markdown_table,
     measure_throughput,
-    plot_ablation,
-    plot_curves,
     regime_data,
     run_ablation,
-    summarize,
+    table,
     variant_source,
-    write_csv,
 )
-from vitnb.data import ImageTensorDataset
+from vitnb.experiments.results import write_csv
+from vitnb.plotting import plot_ablation, plot_ablation_curves
 
 
-def toy_fmnist(n_per_class=6, seed=0) -> ImageTensorDataset:
-    """28x28 grayscale, 10 classes: class c brightens row band c over noise (learnable, tiny)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(10).repeat_interleave(n_per_class)
-    images = torch.randint(0, 80, (len(labels), 1, 28, 28), generator=g)
-    for i, c in enumerate(labels.tolist()):
-        images[i, :, 2 * c : 2 * c + 3] += 150
-    return ImageTensorDataset(images.clamp(0, 255).to(torch.uint8), labels, [str(c) for c in range(10)], (0.3,), (0.3,))
+@pytest.fixture
+def toy_fmnist(toy):
+    """Fashion-MNIST-shaped toy sets: `toy_fmnist(n_per_class, seed)`, 28x28 grayscale, 10 classes."""
+    return lambda n_per_class, seed=0: toy(n=10 * n_per_class, size=28, classes=10, seed=seed)
 
 
 TINY = Protocol(
@@ -106,8 +101,8 @@ def test_parameter_counts_differ_as_the_changes_imply():
     assert p["conv stem"] > p["baseline"] and p["SPT"] > p["baseline"]
 
 
-def test_regimes_get_the_same_training_budget():
-    train = toy_fmnist(n_per_class=6)
+def test_regimes_get_the_same_training_budget(toy_fmnist):
+    train = toy_fmnist(6)
     small, epochs_small = regime_data(train, "10% labels", TINY, seed=0)
     full, epochs_full = regime_data(train, "all labels", TINY, seed=0)
     assert len(small) == 20 and epochs_small == 1
@@ -119,31 +114,65 @@ def test_regimes_get_the_same_training_budget():
         regime_data(train, "10% labels", Protocol(per_class=3, budget_images=20), seed=0)
 
 
-def test_runner_returns_well_formed_rows_and_tables(tmp_path, one_thread):
+def test_runner_returns_one_row_per_run(tmp_path, one_thread, toy_fmnist):
     train, test = toy_fmnist(6), toy_fmnist(3, seed=1)
-    variants = ["baseline", "conv stem", "SPT + LSA"]
+    variants = ["baseline", "SPT + LSA"]
     rows = run_ablation(variants, train, test, TINY, log=None)
-    assert len(rows) == len(variants) * 2 * 2  # variants x regimes x seeds
+    assert [(r["seed"], r["regime"], r["variant"]) for r in rows] == [  # seeds outermost
+        (seed, regime, variant) for seed in (0, 1) for regime in ("10% labels", "all labels") for variant in variants
+    ]
     for r in rows:
-        assert 0.0 <= r["test_acc"] <= 1.0
+        assert r["test_acc"] * len(test) == pytest.approx(round(r["test_acc"] * len(test)))  # a share of 30 images
         assert r["params"] == num_params(VisionTransformer(VARIANTS[r["variant"]].config()))
-        assert r["steps"] == 2 and r["train_images"] == 20
-        assert len(r["curve_acc"]) == r["epochs"] and all(0 <= a <= 1 for a in r["curve_acc"])
+        assert (r["epochs"], r["steps"], r["train_images"], r["curve_steps"]) == (1, 2, 20, [2])
+        assert len(r["curve_acc"]) == 1
     speed = measure_throughput(variants, train, TINY)
-    assert set(speed) == set(variants) and all(v > 0 for v in speed.values())
-    summary = summarize(rows, speed)
-    assert len(summary) == len(variants) * 2
-    for s in summary:
-        assert s["seeds"] == 2 and s["acc_min"] <= s["acc_mean"] <= s["acc_max"]
-        assert s["spread"] == pytest.approx(s["acc_max"] - s["acc_min"])
-        assert s["speed_rel"] > 0 and not math.isnan(s["delta"])
-    assert all(s["delta"] == 0 and s["speed_rel"] == 1 for s in summary if s["variant"] == "baseline")
-    table = markdown_table(summary).splitlines()
-    assert len(table) == 2 + len(variants) and all(line.count("|") == 8 for line in table)
+    assert list(speed) == variants and all(math.isfinite(v) and v > 0 for v in speed.values())
     assert write_csv(rows, tmp_path / "rows.csv").read_text().count("\n") == len(rows) + 1
-    for fig in (plot_ablation(summary), plot_curves(rows)):
-        assert fig.axes
-        plt.close(fig)
+    fig = plot_ablation(compare(rows, speed))
+    assert len(fig.axes) == 3  # one per regime, then the speeds
+    plt.close(fig)
+    fig = plot_ablation_curves(rows)
+    assert [line.get_label() for line in fig.axes[0].lines] == variants
+    plt.close(fig)
+
+
+def fake_rows():
+    """Two variants x two regimes x two seeds with known accuracies."""
+    accs = {("baseline", "A"): (0.80, 0.82), ("LSA", "A"): (0.85, 0.87), ("baseline", "B"): (0.90, 0.90)}
+    accs[("LSA", "B")] = (0.89, 0.91)
+    return [
+        {"variant": v, "regime": g, "seed": i, "test_acc": a, "params": 100 if v == "baseline" else 104, "steps": 8}
+        for (v, g), pair in accs.items()
+        for i, a in enumerate(pair)
+    ]
+
+
+def test_compare_measures_every_variant_against_the_baseline():
+    summary = compare(fake_rows(), {"baseline": 200.0, "LSA": 150.0})
+    assert [(s["variant"], s["regime"], s["n"]) for s in summary] == [
+        ("baseline", "A", 2),
+        ("LSA", "A", 2),
+        ("baseline", "B", 2),
+        ("LSA", "B", 2),
+    ]
+    lsa_a, lsa_b = summary[1], summary[3]
+    assert lsa_a["mean"] == pytest.approx(0.86) and lsa_a["delta"] == pytest.approx(0.05)
+    assert lsa_a["spread"] == pytest.approx(0.02) and lsa_a["baseline_spread"] == pytest.approx(0.02)
+    assert lsa_a["beyond_spread"] and not lsa_b["beyond_spread"]  # +5 points vs a 2-point spread; 0 vs 2
+    assert (lsa_a["params"], lsa_a["steps"], lsa_a["images_per_s"], lsa_a["speed_rel"]) == (104, 8, 150.0, 0.75)
+    assert summary[0]["delta"] == 0 and summary[0]["speed_rel"] == 1
+    assert math.isnan(compare(fake_rows())[1]["speed_rel"])  # no throughput measured
+
+
+def test_table_shows_accuracy_ranges_and_changes_in_points():
+    assert table(compare(fake_rows(), {"baseline": 200.0, "LSA": 150.0})).splitlines() == [
+        "| variant | params | train img/s (vs base) | A: acc % | Δ pp | B: acc % | Δ pp |",
+        "|---|---|---|---|---|---|---|",
+        "| baseline | 100 | 200 (1.00x) | 81.00 (80.00-82.00) |  | 90.00 (90.00-90.00) |  |",
+        "| LSA | 104 | 150 (0.75x) | 86.00 (85.00-87.00) | +5.00* | 90.00 (89.00-91.00) | +0.00 |",
+    ]
+    assert "| n/a |" in table(compare(fake_rows()))
 
 
 def test_profiles_define_the_protocol():

@@ -1,18 +1,16 @@
-"""A measured ablation of minor ViT modifications (notebook 08, benchmarks/ablation.py).
+"""Notebook 08's protocol: a measured ablation of minor ViT modifications (also benchmarks/ablation.py).
 
 Each `Variant` is the CPU base config with a few `ViTConfig` fields changed. `run_ablation` trains every
 variant with the same recipe and the same number of optimiser steps (through `vitnb.train.fit`, the one
 training loop) in two data regimes, several seeds each; `measure_throughput` times all variants in one
-interleaved pass so their speeds are comparable on a shared CPU; `summarize`, `markdown_table`,
-`plot_ablation` and `plot_curves` turn the rows into the notebook's table and figures.
+interleaved pass so their speeds are comparable on a shared CPU; `compare` and `table` turn the rows into
+the notebook's table, `vitnb.plotting.plot_ablation` and `plot_ablation_curves` into its figures.
 """
 
 from __future__ import annotations
 
-import csv
 import inspect
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -20,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from .attention import Attention
-from .config import ViTConfig, preset
-from .data import ImageTensorDataset
-from .encoder import Block, LayerScale
-from .model import VisionTransformer, num_params
-from .patches import ConvStemEmbed, PatchEmbed, ShiftedPatchEmbed
-from .position import sincos_2d
-from .train import TrainConfig, evaluate, fit
+from ..attention import Attention
+from ..config import ViTConfig, preset
+from ..data import ImageTensorDataset
+from ..encoder import Block, LayerScale
+from ..model import VisionTransformer, num_params
+from ..patches import ConvStemEmbed, PatchEmbed, ShiftedPatchEmbed
+from ..position import sincos_2d
+from ..train import TrainConfig, evaluate, fit
+from .results import markdown_table, summarize
 
 # The base of every variant: a plain ViT small enough to train dozens of times on a 2-core CPU in fp32.
 # 28x28 grayscale, 4x4 patches -> 49 tokens + cls; width 64, 4 blocks of 4 heads, MLP 2x wide: 139k params.
@@ -194,7 +193,7 @@ class Protocol:
 
     @classmethod
     def from_profile(cls, profile, **changes) -> Protocol:
-        """The protocol of a `vitnb.get_profile()` profile (settings named nb08_*)."""
+        """The protocol of a profile (`vitnb.experiments.get_profile()`, settings named nb08_*)."""
         settings = {
             "per_class": profile.nb08_per_class,
             "budget_images": profile.nb08_budget_images,
@@ -322,44 +321,28 @@ def measure_throughput(
     return best
 
 
-# --- summaries, tables, figures ------------------------------------------------------------------
-def summarize(rows: Sequence[dict], throughput: dict[str, float] | None = None, baseline: str = "baseline"):
-    """One dict per (variant, regime): mean/min/max test accuracy over seeds, its change from the
-    baseline, the baseline's own spread, params, images/s and speed relative to the baseline."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["variant"], r["regime"]), []).append(r)
-    out = []
-    for (variant, regime), rs in groups.items():
-        accs = [r["test_acc"] for r in rs]
-        first = [r["curve_acc"][0] for r in rs if r["curve_acc"]]
-        out.append(
-            {
-                "variant": variant,
-                "regime": regime,
-                "seeds": len(rs),
-                "acc_mean": statistics.fmean(accs),
-                "acc_min": min(accs),
-                "acc_max": max(accs),
-                "spread": max(accs) - min(accs),
-                "epoch1_acc": statistics.fmean(first) if first else float("nan"),
-                "params": rs[0]["params"],
-                "steps": rs[0]["steps"],
-                "images_per_s": (throughput or {}).get(variant, float("nan")),
-            }
-        )
+# --- summaries and the table --------------------------------------------------------------------
+def compare(rows: Sequence[dict], throughput: dict[str, float] | None = None, baseline: str = "baseline") -> list[dict]:
+    """One dict per (variant, regime): `results.summarize`'s n and mean/min/max test accuracy over the
+    seeds, the seeds' spread, params and steps; the change of the mean from the baseline (`delta`), the
+    baseline's spread, whether the change exceeds both spreads, images/s and speed relative to the baseline."""
+    out = summarize(rows, by=("variant", "regime"), metric="test_acc", also=("params", "steps"))
+    speed = throughput or {}
+    base_speed = speed.get(baseline, math.nan)
+    for s in out:
+        s["spread"] = s["max"] - s["min"]
     for s in out:
         ref = next((b for b in out if b["variant"] == baseline and b["regime"] == s["regime"]), None)
-        s["delta"] = s["acc_mean"] - ref["acc_mean"] if ref else float("nan")
-        s["baseline_spread"] = ref["spread"] if ref else float("nan")
+        s["delta"] = s["mean"] - ref["mean"] if ref else math.nan
+        s["baseline_spread"] = ref["spread"] if ref else math.nan
         s["beyond_spread"] = abs(s["delta"]) > max(s["spread"], s["baseline_spread"])
-        base_speed = (throughput or {}).get(baseline, float("nan"))
-        s["speed_rel"] = s["images_per_s"] / base_speed if base_speed == base_speed and base_speed else float("nan")
+        s["images_per_s"] = speed.get(s["variant"], math.nan)
+        s["speed_rel"] = s["images_per_s"] / base_speed if base_speed else math.nan
     return out
 
 
-def markdown_table(summary: Sequence[dict]) -> str:
-    """A markdown table, one line per variant: params, images/s, then accuracy per regime.
+def table(summary: Sequence[dict]) -> str:
+    """A markdown table of `compare`'s summary, one line per variant: params, images/s, then accuracy per regime.
 
     Accuracy cells read 'mean (min-max)' in percent; Δ is the change of the mean from the baseline in
     percentage points, marked * when it is larger than both its own and the baseline's seed spread.
@@ -367,86 +350,20 @@ def markdown_table(summary: Sequence[dict]) -> str:
     regimes = list(dict.fromkeys(s["regime"] for s in summary))
     by = {(s["variant"], s["regime"]): s for s in summary}
     variants = list(dict.fromkeys(s["variant"] for s in summary))
-    head = "| variant | params | train img/s (vs base) | " + " | ".join(f"{r}: acc % | Δ pp" for r in regimes) + " |"
-    lines = [head, "|" + "---|" * (3 + 2 * len(regimes))]
+    header = ["variant", "params", "train img/s (vs base)"]
+    for r in regimes:
+        header += [f"{r}: acc %", "Δ pp"]
+    lines = []
     for v in variants:
         first = by[(v, regimes[0])]
         speed = first["images_per_s"]
-        cells = [v, f"{first['params']:,}", "n/a" if speed != speed else f"{speed:.0f} ({first['speed_rel']:.2f}x)"]
+        cells = [v, f"{first['params']:,}", "n/a" if math.isnan(speed) else f"{speed:.0f} ({first['speed_rel']:.2f}x)"]
         for r in regimes:
             s = by.get((v, r))
             if s is None:
                 cells += ["", ""]
                 continue
-            cells.append(f"{100 * s['acc_mean']:.2f} ({100 * s['acc_min']:.2f}-{100 * s['acc_max']:.2f})")
+            cells.append(f"{100 * s['mean']:.2f} ({100 * s['min']:.2f}-{100 * s['max']:.2f})")
             cells.append("" if v == "baseline" else f"{100 * s['delta']:+.2f}{'*' if s['beyond_spread'] else ''}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
-    """Write dicts (rows or summary) to a CSV file; list values are joined with ';'."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()})
-    return path
-
-
-def plot_ablation(summary: Sequence[dict], title: str | None = None):
-    """Bar chart: accuracy per variant in each regime (bars = mean, whiskers = min..max over seeds,
-    dashed line = baseline mean), and training throughput relative to the baseline."""
-    import matplotlib.pyplot as plt
-
-    regimes = list(dict.fromkeys(s["regime"] for s in summary))
-    variants = list(dict.fromkeys(s["variant"] for s in summary))
-    by = {(s["variant"], s["regime"]): s for s in summary}
-    fig, axes = plt.subplots(
-        1, len(regimes) + 1, figsize=(4 * (len(regimes) + 1), 0.35 * len(variants) + 1.5), dpi=80, sharey=True
-    )
-    y = list(range(len(variants)))
-    colors = ["tab:gray" if v == "baseline" else "tab:blue" for v in variants]
-    for ax, regime in zip(axes, regimes, strict=False):
-        ss = [by[(v, regime)] for v in variants]
-        mean = [100 * s["acc_mean"] for s in ss]
-        err = [[100 * (s["acc_mean"] - s["acc_min"]) for s in ss], [100 * (s["acc_max"] - s["acc_mean"]) for s in ss]]
-        ax.barh(y, mean, xerr=err, color=colors, capsize=2)
-        lo = min(100 * s["acc_min"] for s in ss)
-        hi = max(100 * s["acc_max"] for s in ss)
-        ax.set_xlim(lo - 0.3 * (hi - lo) - 0.5, hi + 0.15 * (hi - lo) + 0.5)
-        if (baseline := by.get(("baseline", regime))) is not None:
-            ax.axvline(100 * baseline["acc_mean"], color="k", ls="--", lw=0.8)
-        ax.set(title=f"test accuracy, {regime}", xlabel="%")
-    speed = [by[(v, regimes[0])]["speed_rel"] for v in variants]
-    axes[-1].barh(y, speed, color=colors)
-    axes[-1].axvline(1.0, color="k", ls="--", lw=0.8)
-    axes[-1].set(title="training speed vs baseline", xlabel="x baseline images/s")
-    axes[0].set_yticks(y, variants)
-    axes[0].invert_yaxis()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(rows: Sequence[dict], regime: str = "10% labels", variants: Sequence[str] | None = None):
-    """Learning curves: mean test accuracy (curve subset) after every epoch, per variant."""
-    import matplotlib.pyplot as plt
-
-    variants = variants or list(dict.fromkeys(r["variant"] for r in rows))
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
-    for v in variants:
-        rs = [r for r in rows if r["variant"] == v and r["regime"] == regime]
-        if not rs:
-            continue
-        acc = [100 * statistics.fmean(a) for a in zip(*(r["curve_acc"] for r in rs), strict=True)]
-        style = dict(color="k", lw=2) if v == "baseline" else {}
-        ax.plot(rs[0]["curve_steps"], acc, "o-", label=v, **style)
-    ax.set(xlabel="optimiser steps", ylabel="test accuracy % (curve subset)", title=f"learning curves, {regime}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
+        lines.append(cells)
+    return markdown_table(header, lines)

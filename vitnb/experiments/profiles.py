@@ -2,45 +2,42 @@
 
 `VITNB_PROFILE=quick` (CI: small subsets, few steps, seconds per notebook) or `full` (default: the
 run whose outputs are committed). Notebooks read `P = get_profile()` and use `P.name_of_setting`;
-they never hard-code two sets of numbers.
+they never hard-code two sets of numbers. Settings named nbNN_ belong to notebook NN's protocol.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from types import MappingProxyType
-
-import torch
 
 _SETTINGS: dict[str, dict[str, object]] = {
     # name: {"quick": value, "full": value}
+    # --- figures and timings shared by several notebooks
     "n_samples_per_plot": {"quick": 8, "full": 16},  # images shown in example grids
     "throughput_batches": {"quick": 2, "full": 10},  # timed batches per throughput measurement
     "throughput_batch_size": {"quick": 16, "full": 64},
-    # notebooks 05-06 (pretraining, finetuning) and finetune.load_or_train_fmnist_vit
-    "fmnist_vit_fallback_epochs": {"quick": 1, "full": 4},  # stand-in ViT when notebook 06's is missing
-    "fmnist_vit_fallback_per_class": {"quick": 50, "full": 1000},
-    "cli_finetune_epochs": {"quick": 1, "full": 10},  # `python -m vitnb finetune` without --epochs
-    # full: 1,000 categories pretrain better than 64 for the same 216,000 images seen
-    # (benchmarks/pretraining_routes.py: +4.5 vs +2.1 points over scratch at 10% of the labels)
-    "nb05_corpus_classes": {"quick": 10, "full": 1000},  # fractal categories
+    # --- timing the 224-px tiny preset (notebook 04): fewer, smaller batches than the 28-px cpu preset
+    "nb04_tiny_batch_size": {"quick": 4, "full": 16},
+    "nb04_tiny_batches": {"quick": 1, "full": 3},
+    # --- pretraining on fractals (notebook 05, experiments.pretraining)
+    "nb05_corpus_classes": {"quick": 10, "full": 1000},  # fractal categories (benchmarks/pretraining_routes.py)
     "nb05_corpus_per_class": {"quick": 24, "full": 40},  # instances per category (train + validation)
     "nb05_val_per_class": {"quick": 4, "full": 4},  # of which held out for validation
     "nb05_epochs": {"quick": 1, "full": 6},
+    # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
     "nb06_steps": {"quick": 1, "full": 200},  # optimizer steps per finetuning run, the same for every budget
-    "nb06_seeds": {"quick": [0, 1], "full": [0]},  # training seeds per run (full: one, for the time budget)
+    "nb06_seeds": {"quick": [0, 1], "full": [0]},  # training seeds per run
     "nb06_batch_size": {"quick": 16, "full": 128},
     "nb06_test_per_class": {"quick": 10, "full": 500},  # test images per class scored (500 -> 5,000)
-    # notebook 04: the 224-px tiny preset is timed on fewer, smaller batches than the 28-px cpu preset
-    "nb04_tiny_batch_size": {"quick": 4, "full": 16},
-    "nb04_tiny_batches": {"quick": 1, "full": 3},
-    # notebook 07 (attention maps)
+    # the stand-in Fashion-MNIST ViT that load_or_train_fmnist_vit trains when notebook 06's is missing
+    "fmnist_vit_fallback_epochs": {"quick": 1, "full": 4},
+    "fmnist_vit_fallback_per_class": {"quick": 50, "full": 1000},
+    # --- attention maps (notebook 07)
     "nb07_grid_images": {"quick": 4, "full": 6},  # test images in the map grids
     "nb07_distance_images": {"quick": 64, "full": 2000},  # test images averaged for the attention distance
     "nb07_latency_updates": {"quick": 5, "full": 30},  # explorer updates timed per control
-    # notebook 08 (ablation of minor modifications; see vitnb.ablation.Protocol)
+    # --- the ablation of minor modifications (notebook 08, experiments.ablation.Protocol)
     "nb08_per_class": {"quick": 10, "full": 600},  # the '10% labels' regime (600/class = 10%)
     "nb08_budget_images": {"quick": 100, "full": 24000},  # training images per run, both regimes
     "nb08_test_size": {"quick": 500, "full": None},  # None: all 10,000 test images
@@ -74,10 +71,3 @@ class Profile:
 def get_profile(name: str | None = None) -> Profile:
     """The profile named by `name`, else by $VITNB_PROFILE, else 'full'."""
     return Profile(name or os.environ.get("VITNB_PROFILE", "full"))
-
-
-def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python's and torch's global generators; return a torch.Generator seeded the same way."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)

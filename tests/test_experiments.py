@@ -1,0 +1,309 @@
+"""The notebooks' protocols (vitnb.experiments): profiles, paths, summaries and tables, pretraining and
+finetuning helpers, data efficiency, translation robustness, their figures; and the library's independence."""
+
+import ast
+import importlib.util
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+
+import vitnb
+from vitnb import VisionTransformer, preset
+from vitnb.checkpoint import load_checkpoint, save_model
+from vitnb.experiments import data_efficiency, get_profile, paths, pretraining
+from vitnb.experiments.data_efficiency import make_model, results_table, translation_robustness
+from vitnb.experiments.pretraining import from_pretrained, train_val_split
+from vitnb.experiments.results import markdown_table, summarize, write_csv
+from vitnb.plotting import plot_class_samples, plot_data_efficiency, plot_translation
+from vitnb.train import TrainConfig, fit
+
+PACKAGE = Path(vitnb.__file__).parent
+FAST = dict(batch_size=16, lr=3e-3, warmup_epochs=0.5, precision="fp32", eval_batch_size=64, augment=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many tiny steps: one thread is fastest, and far faster when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_vit(size=8, classes=4, in_chans=1):
+    torch.manual_seed(0)
+    return VisionTransformer(
+        preset("cpu", img_size=size, in_chans=in_chans, num_classes=classes, embed_dim=24, depth=2, num_heads=2)
+    )
+
+
+# --- the library never imports the experiments -----------------------------------------------------
+def experiment_imports(source: str, module: str) -> list[str]:
+    """The import statements of `source` (the code of `module`, e.g. 'vitnb.train') that reach vitnb.experiments."""
+    package = module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            start = ".".join(filter(None, (base, node.module)))
+            targets = [start, *(f"{start}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        if any(t == "vitnb.experiments" or t.startswith("vitnb.experiments.") for t in targets):
+            found.append(ast.unparse(node))
+    return found
+
+
+@pytest.mark.parametrize(
+    "source, found",
+    [
+        ("from .experiments import get_profile", True),
+        ("from . import experiments", True),
+        ("from .experiments.ablation import BASE", True),
+        ("import vitnb.experiments.profiles", True),
+        ("def f():\n    from vitnb.experiments import results", True),
+        ("from .data import fashion_mnist", False),
+        ("from . import plotting", False),
+        ("import experiments", False),
+    ],
+)
+def test_the_import_check_sees_every_form_of_import(source, found):
+    assert bool(experiment_imports(source, "vitnb.cli")) is found
+
+
+def test_no_library_module_imports_the_experiments():
+    library = [p for p in PACKAGE.rglob("*.py") if "experiments" not in p.relative_to(PACKAGE).parts]
+    assert len(library) > 10
+    offenders = {
+        str(p.relative_to(PACKAGE)): lines
+        for p in library
+        if (
+            lines := experiment_imports(
+                p.read_text(), "vitnb." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+            )
+        )
+    }
+    assert offenders == {}, "the library must not depend on vitnb.experiments (the notebooks' protocols)"
+
+
+def test_the_experiment_modules_left_the_library():
+    for old in ("vitnb.finetune", "vitnb.ablation", "vitnb.profiles"):
+        assert importlib.util.find_spec(old) is None, old
+    assert not hasattr(vitnb, "get_profile") and vitnb.seed_everything is vitnb.train.seed_everything
+
+
+# --- profiles and paths ----------------------------------------------------------------------------
+def test_profiles(monkeypatch):
+    assert get_profile("quick").name == "quick" and get_profile("quick").nb06_steps == 1
+    assert get_profile("full").nb05_corpus_classes == 1000
+    monkeypatch.setenv("VITNB_PROFILE", "quick")
+    assert repr(get_profile()) == "Profile('quick')"
+    with pytest.raises(ValueError, match="'quick' or 'full', got 'medium'"):
+        get_profile("medium")
+    with pytest.raises(AttributeError, match="no setting 'nope'"):
+        getattr(get_profile("full"), "nope")  # noqa: B009 (the attribute access is the test)
+
+
+def test_run_paths_follow_vitnb_runs(monkeypatch, tmp_path):
+    monkeypatch.delenv("VITNB_RUNS", raising=False)
+    assert paths.runs_root() == PACKAGE.parent  # the checkout the tests run from
+    assert paths.run_path(paths.FMNIST_VIT_PATH) == PACKAGE.parent / "runs/06_finetuning/vit_fmnist.pt"
+    monkeypatch.setenv("VITNB_RUNS", str(tmp_path / "elsewhere"))
+    assert paths.runs_root() == tmp_path
+    assert paths.run_path("runs/05_pretraining/x.pt") == tmp_path / "elsewhere/05_pretraining/x.pt"
+    assert paths.run_path("notes/x.txt") == tmp_path / "notes/x.txt"
+    assert paths.run_path(tmp_path / "abs.pt") == tmp_path / "abs.pt"
+
+
+# --- summaries, tables, CSV ------------------------------------------------------------------------
+RUNS = [
+    {"method": "ViT", "labels_per_class": 10, "fraction": 0.1, "seed": s, "test_acc": a, "train_time": t}
+    for s, a, t in ((0, 0.60, 10.0), (1, 0.70, 20.0), (2, 0.80, 30.0))
+]
+
+
+def test_summarize_gives_mean_min_max_n_per_group():
+    rows = RUNS + [{**r, "method": "CNN", "test_acc": 0.5, "train_time": 4.0} for r in RUNS[:2]]
+    vit, cnn = summarize(rows, by=("method", "labels_per_class"), also=("fraction", "train_time"))
+    assert vit.keys() == {"method", "labels_per_class", "n", "mean", "min", "max", "fraction", "train_time"}
+    assert (vit["method"], vit["labels_per_class"], vit["n"], vit["min"], vit["max"]) == ("ViT", 10, 3, 0.6, 0.8)
+    assert math.isclose(vit["mean"], 0.7) and vit["train_time"] == 20.0 and vit["fraction"] == 0.1
+    assert (cnn["method"], cnn["n"], cnn["mean"], cnn["train_time"]) == ("CNN", 2, 0.5, 4.0)
+    (by_seed,) = summarize(RUNS[:1], by=("seed",), metric="train_time")
+    assert by_seed == {"seed": 0, "n": 1, "mean": 10.0, "min": 10.0, "max": 10.0}
+    with pytest.raises(ValueError, match=r"no key\(s\) \['regime'\]"):
+        summarize(RUNS, by=("regime",))
+    with pytest.raises(ValueError, match="no rows"):
+        summarize([], by=("method",))
+
+
+def test_markdown_table_and_csv(tmp_path):
+    assert markdown_table(["a", "b"], [[1, "x"], [2.5, ""]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 |  |"
+    with pytest.raises(ValueError, match="every row needs 2 cells"):
+        markdown_table(["a", "b"], [[1]])
+    path = write_csv([{"a": 1, "b": [1, 2]}, {"a": 2, "c": "z"}], tmp_path / "sub" / "t.csv")
+    assert path.read_text().splitlines() == ["a,b,c", "1,1;2,", "2,,z"]
+
+
+def test_results_table_one_line_per_method_one_column_per_budget():
+    rows = [
+        {"method": m, "labels_per_class": k, "fraction": k / 100, "test_acc": 0.5, "train_time": 3.0}
+        for m in ("ViT", "ResNet")
+        for k in (1, 10)
+    ]
+    assert results_table(rows).splitlines() == [
+        "| method | 1% (1/class) | 10% (10/class) |",
+        "|---|---|---|",
+        "| ViT | 0.500 in 3 s | 0.500 in 3 s |",
+        "| ResNet | 0.500 in 3 s | 0.500 in 3 s |",
+    ]
+
+
+def test_results_table_over_seeds_shows_the_range():
+    rows = RUNS + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in RUNS]
+    assert results_table(rows).splitlines() == [
+        "| method | 10% (10/class) | 100% (100/class) |",
+        "|---|---|---|",
+        "| ViT | 0.700 (0.600-0.800) in 20 s | 0.700 (0.600-0.800) in 100 s |",
+        "",
+        "mean test accuracy over 3 seeds (min-max in brackets), mean training time per run",
+    ]
+
+
+# --- pretraining and finetuning --------------------------------------------------------------------
+def test_train_val_split_holds_out_a_fixed_share_of_every_class(toy):
+    data = toy(n=40, classes=4)
+    train, val = train_val_split(data, 3, seed=1)
+    assert val.labels.bincount().tolist() == [3, 3, 3, 3] and train.labels.bincount().tolist() == [7, 7, 7, 7]
+    pairs = {tuple(x.flatten().tolist()) for x in torch.cat([train.images, val.images])}
+    assert len(pairs) == 40  # disjoint, and together the whole set
+    assert torch.equal(train_val_split(data, 3, seed=1)[1].images, val.images)
+
+
+def test_from_pretrained_fresh_head_resampled_positions_and_linear_probe(tmp_path, toy):
+    save_model(tmp_path / "pre.pt", tiny_vit())
+    model = from_pretrained(tmp_path / "pre.pt", num_classes=3, img_size=12, mode="linear")
+    assert model.training and model.head.out_features == 3 and model.pos_embed.shape == (1, 1 + 9, 24)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head")}
+    fit(model, toy(size=12, classes=3), None, TrainConfig(epochs=1, **FAST), progress=False, verbose=False)
+    for k, v in frozen.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    full = from_pretrained(tmp_path / "pre.pt", num_classes=4)
+    assert all(p.requires_grad for p in full.parameters()) and full.pos_embed.shape == (1, 1 + 4, 24)
+    with pytest.raises(ValueError, match="mode must be 'full'.*or 'linear'.*got 'probe'"):
+        from_pretrained(tmp_path / "pre.pt", 3, mode="probe")
+
+
+def test_pretrain_fractal_trains_on_the_corpus_and_writes_a_checkpoint(tmp_path, monkeypatch, toy):
+    corpora = []
+
+    def corpus(num_classes, per_class):  # a toy stands in for the rendered fractals
+        corpora.append((num_classes, per_class))
+        return toy(n=num_classes * per_class, size=28, classes=num_classes)
+
+    monkeypatch.setattr(pretraining.fractal, "dataset", corpus)
+    cfg = preset("cpu", num_classes=3, embed_dim=24, depth=1, num_heads=2)
+    model, history, (train, val) = pretraining.pretrain_fractal(
+        tmp_path / "f.pt", 3, 10, 2, cfg=cfg, train_cfg=TrainConfig(epochs=1, **FAST), progress=False
+    )
+    assert corpora == [(3, 10)] and (len(train), len(val)) == (24, 6)
+    assert len(history) == 1 and history.final["val_acc"] is not None
+    ckpt = load_checkpoint(tmp_path / "f.pt")
+    assert ckpt["epoch"] == 1 and ckpt["config"] == cfg.to_dict()
+
+
+def test_load_or_pretrain_pretrains_only_when_the_checkpoint_is_missing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pretraining, "pretrain_fractal", lambda path: calls.append(path))
+    there = tmp_path / "there.pt"
+    there.write_bytes(b"")
+    assert pretraining.load_or_pretrain_fractal_vit(there) == there and calls == []
+    assert pretraining.load_or_pretrain_fractal_vit(tmp_path / "missing.pt") == tmp_path / "missing.pt"
+    assert calls == [tmp_path / "missing.pt"]
+
+
+def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, toy, capsys):
+    monkeypatch.setenv("VITNB_PROFILE", "quick")
+    monkeypatch.setattr(data_efficiency, "fashion_mnist", lambda train: toy(n=100, size=28, classes=10))
+    path = tmp_path / "vit.pt"
+    model = data_efficiency.load_or_train_fmnist_vit(path, epochs=1, labels_per_class=2, verbose=False)
+    ckpt = load_checkpoint(path)
+    assert (ckpt["profile"], ckpt["labels_per_class"], ckpt["epochs"]) == ("quick", 2, 1)
+    assert ckpt["config"] == preset(pretraining.VIT_PRESET).to_dict() and not model.training
+    again = data_efficiency.load_or_train_fmnist_vit(path)
+    assert capsys.readouterr().out.startswith(f"loaded {path} (test accuracy ")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(again(x), model(x))
+
+
+def test_make_model_builds_every_method(tmp_path):
+    save_model(tmp_path / "pre.pt", tiny_vit(size=28, classes=5))
+    assert isinstance(make_model("vit_scratch", 7), VisionTransformer)
+    assert make_model("vit_scratch", 7).cfg == preset(pretraining.VIT_PRESET, num_classes=7)
+    probe = make_model("vit_pretrained_linear", 10, tmp_path / "pre.pt")
+    assert probe.head.out_features == 10 and not probe.blocks[0].attn.qkv.weight.requires_grad
+    assert make_model("vit_pretrained", 10, tmp_path / "pre.pt").blocks[0].attn.qkv.weight.requires_grad
+    assert make_model("resnet18", 3).fc.out_features == 3
+    with pytest.raises(ValueError, match="needs pretrained=PATH"):
+        make_model("vit_pretrained", 10)
+    with pytest.raises(ValueError, match="unknown method 'vit'"):
+        make_model("vit")
+
+
+# --- data efficiency and translation ---------------------------------------------------------------
+def test_data_efficiency_runs_every_method_at_every_budget_with_the_same_steps(tmp_path, toy):
+    save_model(tmp_path / "pre.pt", tiny_vit(size=28, classes=5))
+    train, test = toy(n=40, size=28, classes=4), toy(n=8, size=28, classes=4, seed=1)
+    methods = {"probe": {"method": "vit_pretrained_linear", "lr": 0.1}}
+    cfg = TrainConfig(**FAST)
+    rows, kept = data_efficiency.run(
+        methods, train, test, [2, 4], 1, cfg, tmp_path / "pre.pt", keep={("probe", 4)}, seeds=(0, 1), progress=False
+    )
+    assert [(r["labels_per_class"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    assert [r["fraction"] for r in rows] == [0.2, 0.2, 0.4, 0.4]
+    assert [r["epochs"] for r in rows] == [2.0, 2.0, 1.0, 1.0]  # 1 step of 16 images over 8 or 16 labelled images
+    assert [len(r["history"]) for r in rows] == [2, 2, 1, 1]
+    assert list(kept) == [("probe", 4)] and kept[("probe", 4)].head.out_features == 4
+    assert [(s["labels_per_class"], s["n"]) for s in data_efficiency.summary(rows)] == [(2, 2), (4, 2)]
+
+
+class TopLeftPixel(nn.Module):
+    """Class 0 when the top-left pixel is bright, else class 1: moving the image away flips the answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):  # (B, 1, H, W) -> (B, 2)
+        pixel = x[:, 0, 0, 0]
+        return torch.stack([pixel, self.threshold.expand_as(pixel)], dim=1)
+
+
+def test_translation_robustness_scores_shifted_images(toy):
+    data = toy(n=6, size=8, classes=1)
+    data.images[:, :, 0, 0] = 255  # every image has a bright top-left pixel; background is 0
+    result = translation_robustness({"pixel": TopLeftPixel()}, data, shifts=(0, 1, 3))
+    assert result == {"pixel": [1.0, 0.0, 0.0]}
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def test_experiment_figures(toy):
+    fig = plot_class_samples(toy(n=12, classes=3), num_classes=3, per_class=4, title="t")
+    assert len(fig.axes) == 12 and fig.axes[0].get_title(loc="left") == "a"
+    plt.close(fig)
+    summary = data_efficiency.summary(RUNS + [{**r, "method": "CNN"} for r in RUNS])
+    fig = plot_data_efficiency(summary)
+    assert [c.get_label() for c in fig.axes[0].containers] == ["ViT", "CNN"]
+    plt.close(fig)
+    fig = plot_translation({"a": [0.9, 0.8], "b": [0.7, 0.7]}, shifts=(0, 2))
+    assert [list(line.get_xdata()) for line in fig.axes[0].lines] == [[0, 2], [0, 2]]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="'a' has 2 accuracies for 3 shifts"):
+        plot_translation({"a": [0.9, 0.8]}, shifts=(0, 1, 2))

@@ -1,0 +1,15 @@
+"""The notebooks' protocols: code that exists to produce a notebook's numbers, tables and figures.
+
+Notebooks and benchmarks import these modules; the library (`vitnb` outside this folder) never does.
+
+    profiles         the quick/full run profiles (`get_profile`)
+    paths            where runs live, and the checkpoints notebooks hand to each other
+    results          summaries over seeds, markdown tables, CSV files
+    pretraining      notebook 05: pretraining a ViT on fractals, and reusing the checkpoint
+    data_efficiency  notebook 06: accuracy per label budget, translation robustness
+    ablation         notebook 08: minor ViT modifications under one training protocol
+"""
+
+from .profiles import Profile, get_profile
+
+__all__ = ["Profile", "get_profile"]
