@@ -92,7 +92,7 @@ BAD_INPUTS = {
     ),
     "model options with a checkpoint": (
         ["finetune", "--checkpoint", "abc.pt", "--preset", "cpu"],
-        ["--preset describe a new model", "--checkpoint abc.pt brings its own"],
+        ["--checkpoint abc.pt brings its own model, so --preset would be ignored"],
     ),
     "linear probe without a checkpoint": (["finetune", "--mode", "linear"], ["--mode linear", "pass --checkpoint"]),
     "export onto an existing file": (

@@ -469,7 +469,8 @@ def _check_model_args(args) -> None:
         ]
         if given:
             raise UsageError(
-                f"{', '.join(given)} describe a new model, but --checkpoint {checkpoint} brings its own; drop one"
+                f"--checkpoint {checkpoint} brings its own model, so {' and '.join(given)} would be ignored; "
+                f"drop one or the other"
             )
     elif getattr(args, "mode", "full") == "linear":
         raise UsageError("--mode linear trains the head of a pretrained model; pass --checkpoint")
