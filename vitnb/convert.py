@@ -157,14 +157,14 @@ def _describe_timm(model: nn.Module) -> dict[str, str]:
 def vitnb_from_timm(timm_model: nn.Module) -> VisionTransformer:
     """A vitnb `VisionTransformer` holding a timm ViT's weights, in eval mode, checked to give its logits.
 
-    The state dict loads with `strict=True`; both models then classify the same random batch and any
+    The state dict loads with `strict=True`; both models then classify the same random image and any
     logit gap above float32 rounding is a ValueError (a timm feature the config check did not see).
     """
     cfg = config_from_timm(timm_model)
     param = next(timm_model.parameters())
     model = VisionTransformer(cfg).to(param.device, param.dtype)
     model.load_state_dict(timm_model.state_dict(), strict=True)
-    x = torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
     x = x.to(param.device, param.dtype)
     was_training = timm_model.training
     with torch.no_grad():
