@@ -34,7 +34,6 @@ class CNNConfig:
 class ResNet18(torchvision.models.ResNet):
     """torchvision's ResNet-18 with a 3x3 stride-1 stem, no max-pool, `in_chans` input channels."""
 
-    kind = "resnet18"
     channels_last = True  # the trainer feeds it NHWC (channels_last) tensors, which CPUs convolve faster
 
     def __init__(self, cfg: CNNConfig | None = None, **kwargs):
