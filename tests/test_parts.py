@@ -22,7 +22,7 @@ def test_patchify_unpatchify_are_exact_inverses():
 
 
 def test_patchify_rejects_indivisible_size():
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="image size 10x10 is not divisible by patch_size=4"):
         patchify(torch.zeros(1, 1, 10, 10), 4)
 
 
@@ -116,7 +116,7 @@ def test_lsa_excludes_self_attention():
 
 
 def test_embed_dim_not_divisible_by_heads_raises():
-    with pytest.raises(ValueError, match="not divisible by num_heads"):
+    with pytest.raises(ValueError, match="dim=10 is not divisible by num_heads=3"):
         Attention(dim=10, num_heads=3)
 
 
