@@ -216,7 +216,7 @@ def pretrain_mae(
                 break
             loss, _, _ = mae(x.to(device))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"MAE loss is {loss.item()} at step {step + 1}; lower lr (now {lr:.3g})")
+                raise FloatingPointError(f"MAE loss is {loss.item()} at step {step + 1}; lower the peak lr ({lr:.3g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
