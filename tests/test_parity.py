@@ -20,27 +20,9 @@ timm = pytest.importorskip("timm")
 
 CONFIGS = {
     "vit_tiny_patch16_224": preset("tiny"),
-    "28px_1ch_patch4_avg": ViTConfig(
-        img_size=28,
-        patch_size=4,
-        in_chans=1,
-        num_classes=10,
-        embed_dim=96,
-        depth=3,
-        num_heads=3,
-        class_token=False,
-        global_pool="avg",
-    ),
-    "28px_cls_layerscale_droppath": ViTConfig(
-        img_size=28,
-        patch_size=7,
-        in_chans=1,
-        num_classes=10,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-        init_values=1e-2,
-        drop_path_rate=0.1,
+    "28px_1ch_patch4_avg": preset("cpu", embed_dim=96, depth=3, num_heads=3, class_token=False, global_pool="avg"),
+    "28px_cls_layerscale_droppath": preset(
+        "cpu_p7", embed_dim=64, depth=2, num_heads=2, init_values=1e-2, drop_path_rate=0.1
     ),
     "32px_no_pos_no_qkv_bias": ViTConfig(
         img_size=32, patch_size=8, num_classes=4, embed_dim=48, depth=2, num_heads=4, pos_embed="none", qkv_bias=False
