@@ -180,7 +180,6 @@ def test_model_opts_cast_to_the_field_types():
     assert model_opts([("depth", 3)]) == {"depth": 3}
 
 
-@pytest.mark.xfail(strict=True, reason="needs vitnb/__init__.py's exports lazy and TrainConfig in vitnb.config")
 def test_help_imports_no_torch():
     """`--help` answers at once: neither the package nor the parser imports torch."""
     code = "import sys\nfrom vitnb.cli import main\nmain(['finetune', '--help'])\nprint('torch' in sys.modules)"

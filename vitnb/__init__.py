@@ -1,41 +1,75 @@
-"""vitnb: the Vision Transformer, built step by step and tested."""
+"""vitnb: the Vision Transformer, built step by step and tested.
 
-from .checkpoint import export_safetensors, load_checkpoint, load_model, save_model
-from .config import PRESETS, ViTConfig, preset
-from .convert import from_timm
-from .data import BatchLoader, ImageTensorDataset, fashion_mnist, load_dataset
-from .mae import MaskedAutoencoder, pretrain_mae
-from .model import VisionTransformer, num_params
-from .patches import PatchEmbed, patchify, unpatchify
-from .position import resample_pos_embed, sincos_2d
-from .train import History, TrainConfig, evaluate, fit, predict, seed_everything
+The names below are imported on first use (PEP 562 `__getattr__`), so `import vitnb` and
+`python -m vitnb --help` start without importing torch.
+"""
 
-__all__ = [
-    "PRESETS",
-    "BatchLoader",
-    "History",
-    "ImageTensorDataset",
-    "MaskedAutoencoder",
-    "PatchEmbed",
-    "TrainConfig",
-    "ViTConfig",
-    "VisionTransformer",
-    "evaluate",
-    "export_safetensors",
-    "fashion_mnist",
-    "fit",
-    "from_timm",
-    "load_checkpoint",
-    "load_dataset",
-    "load_model",
-    "num_params",
-    "patchify",
-    "predict",
-    "preset",
-    "pretrain_mae",
-    "resample_pos_embed",
-    "save_model",
-    "seed_everything",
-    "sincos_2d",
-    "unpatchify",
-]
+from importlib import import_module
+
+_EXPORTS = {  # public name -> the module that defines it
+    "export_safetensors": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "PRESETS": "config",
+    "TrainConfig": "config",
+    "ViTConfig": "config",
+    "preset": "config",
+    "from_timm": "convert",
+    "BatchLoader": "data",
+    "ImageTensorDataset": "data",
+    "fashion_mnist": "data",
+    "load_dataset": "data",
+    "MaskedAutoencoder": "mae",
+    "pretrain_mae": "mae",
+    "VisionTransformer": "model",
+    "num_params": "model",
+    "PatchEmbed": "patches",
+    "patchify": "patches",
+    "unpatchify": "patches",
+    "resample_pos_embed": "position",
+    "sincos_2d": "position",
+    "History": "train",
+    "evaluate": "train",
+    "fit": "train",
+    "predict": "train",
+    "seed_everything": "train",
+}
+__all__ = sorted(_EXPORTS)
+
+
+_SUBMODULES = {
+    "attention",
+    "checkpoint",
+    "cli",
+    "cnn",
+    "config",
+    "convert",
+    "data",
+    "encoder",
+    "experiments",
+    "faithfulness",
+    "fractal",
+    "mae",
+    "model",
+    "patches",
+    "plotting",
+    "position",
+    "rollout",
+    "train",
+    "widgets",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:  # `vitnb.train.fit` works after a bare `import vitnb`, as with eager imports
+        return import_module(f".{name}", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups find it without calling __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
-from .config import PRESETS, ViTConfig
+from .config import PRECISIONS, PRESETS, TrainConfig, ViTConfig
 
 PROG = "python -m vitnb"
 DATASETS = ("fashion_mnist", "cifar10", "cifar100")  # and folder:PATH, an ImageFolder of your own
@@ -177,8 +177,6 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
-    from .train import PRECISIONS
-
     p.add_argument(
         "--precision",
         default=default,
@@ -189,8 +187,6 @@ def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser, out: str) -> None:
     """The TrainConfig options, --labels-per-class, --out and what to do with an existing one."""
-    from .train import TrainConfig
-
     defaults = TrainConfig()
     p.add_argument(
         "--labels-per-class",
@@ -318,8 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(fine, " when training from scratch")
     _add_train_options(fine, "runs/finetune/model.pt")
-
-    from .train import TrainConfig
 
     ev = command(
         "evaluate",
@@ -453,8 +447,6 @@ def _check_out(args) -> None:
 
 
 def _train_config(args):
-    from .train import TrainConfig
-
     names = [*TRAIN_OPTIONS, "augment", "precision"]
     return TrainConfig(**{name: getattr(args, name) for name in names})
 

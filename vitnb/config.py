@@ -10,6 +10,48 @@ NORM_PLACEMENTS = ("pre", "post")
 CONV_STEMS = ("conv", "conv_deep")  # built from 3x3 stride-2 convs: need a power-of-two patch
 STEMS = ("patch", *CONV_STEMS, "spt")
 
+PRECISIONS = ("auto", "fp32", "bf16", "amp")
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model and the data."""
+
+    epochs: float = 10  # a fraction trains part of the last epoch (e.g. 0.1 = a tenth of the data once)
+    batch_size: int = 256  # per process; under DDP the global batch is batch_size * world_size
+    lr: float = 1e-3  # peak learning rate, reached after the warmup
+    min_lr: float = 1e-5  # the cosine decays to this
+    warmup_epochs: float = 1.0  # linear warmup from ~0 (fractions allowed; capped at half the run)
+    weight_decay: float = 0.05  # not applied to biases, norms, position embeddings, cls token
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    augment: bool = True  # random crop (crop_pad px of padding) + horizontal flip
+    crop_pad: int = 2  # 0 = flips only (shifts cost a ViT with large patches a lot early in training)
+    seed: int = 0
+    precision: str = "auto"  # 'auto' | 'fp32' | 'bf16' (CPU/GPU autocast) | 'amp' (CUDA fp16 + scaler)
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.epochs > 0:
+            raise ValueError(f"TrainConfig.epochs must be positive, got {self.epochs!r}")
+        for name in ("batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.crop_pad, int) or self.crop_pad < 0:
+            raise ValueError(f"TrainConfig.crop_pad must be an int >= 0, got {self.crop_pad!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
 
 @dataclass(frozen=True)
 class ViTConfig:
