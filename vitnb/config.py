@@ -152,14 +152,12 @@ PRESETS: dict[str, ViTConfig] = {
     "base": ViTConfig(embed_dim=768, depth=12, num_heads=12),
     # Sized for a 2-core CPU and 28x28 grayscale (Fashion-MNIST): 7x7 = 49 patches of 4x4 pixels.
     "cpu": ViTConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3),
-    # The same model on a 4x4 grid of 7x7-pixel patches: 17 tokens instead of 50, so 2.7x (bf16) to 3.9x (fp32)
-    # more images/s. Notebooks 05-07 train it: of the plain ViTs it learns Fashion-MNIST fastest per CPU second.
+    # The same model on a 4x4 grid of 7x7-pixel patches: 17 tokens instead of 50, so several times more images/s.
     "cpu_p7": ViTConfig(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3),
 }
 
 # A hybrid: the deep conv stem (64 and 128 channels) turns the image into the cpu preset's 7x7 tokens, for a
-# 3-block transformer with average pooling and sin-cos positions. From scratch it reaches 91.65-92.15% Fashion-MNIST
-# test accuracy (92% in two of four seeds) within 20 minutes of fp32 training on a 2-core AVX2 CPU (README).
+# 3-block transformer with average pooling and sin-cos positions (benchmarks/fmnist_time_to_accuracy.py trains it).
 PRESETS["cpu_hybrid"] = PRESETS["cpu"].replace(
     embed_dim=96, depth=3, class_token=False, global_pool="avg", pos_embed="sincos", stem="conv_deep", stem_width=64
 )

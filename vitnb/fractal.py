@@ -93,8 +93,8 @@ def _render(
     B, K, N = *probs.shape, num_points
     # x' = a x + b y + e, y' = c x + d y + f: column k of system b holds its map k
     coef = torch.cat([weights.flatten(2), biases], 2).permute(2, 0, 1).reshape(6, B * K)  # (6, B*K)
-    # Pick maps by inverse CDF, k = number of cdf edges <= u: 6 compares are ~3x faster than
-    # torch.multinomial here. The last edge is exactly 1 > u, so zero-probability padding is never chosen.
+    # Pick maps by inverse CDF, k = number of cdf edges <= u: a few compares per point, cheaper than
+    # torch.multinomial. The last edge is exactly 1 > u, so zero-probability padding is never chosen.
     cdf = probs.cumsum(1)
     cdf = (cdf / cdf[:, -1:])[:, :-1].contiguous()  # (B, K-1)
     first_map = (torch.arange(B, dtype=torch.int32) * K)[:, None].expand(B, N)  # (B, N) column of map 0
