@@ -16,7 +16,8 @@ def test_the_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index):
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # files a block writes (checkpoints, runs/) land in a temporary folder
     source = BLOCKS[index]
     if NEEDS_NETWORK in source:
         pytest.skip(f"README python block {index + 1} is marked '{NEEDS_NETWORK}'")
