@@ -280,6 +280,51 @@ def plot_attention_maps(
     return fig
 
 
+# One colour per importance method (`vitnb.faithfulness.METHODS`), the same in every figure.
+METHOD_COLORS = {
+    "raw attention": "tab:blue",
+    "rollout": "tab:orange",
+    "gradient rollout": "tab:green",
+    "saliency": "tab:red",
+    "random": "tab:gray",
+}
+
+
+def plot_deletion_insertion(
+    curves_by_method: dict[str, dict[str, torch.Tensor]], x: torch.Tensor, title: str | None = None
+) -> Figure:
+    """Deletion (left) and insertion (right) curves: per method, the mean over images with a +-1 sem band.
+
+    `curves_by_method` and `x` as `vitnb.faithfulness.faithfulness_curves` returns them:
+    {method: {"deletion": (n, S), "insertion": (n, S)}} and the fraction of patches (S,). Each method
+    keeps its colour from `METHOD_COLORS` (others take the next unused colours); the legend sits
+    to the right of both panels.
+    """
+    taken = {matplotlib.colors.to_hex(c) for c in METHOD_COLORS.values()}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    spare = iter(c for c in cycle if matplotlib.colors.to_hex(c) not in taken)  # for methods without a colour
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80, sharey=True)
+    xs = x.detach().cpu().numpy()
+    for method, curves in curves_by_method.items():
+        color = METHOD_COLORS.get(method) or next(spare, "black")
+        for ax, kind in zip(axes, ("deletion", "insertion"), strict=True):
+            c = curves[kind].detach().cpu().double()  # (n, S)
+            mean, sem = c.mean(dim=0).numpy(), (c.std(dim=0) / len(c) ** 0.5).nan_to_num().numpy()
+            ax.plot(xs, mean, color=color, label=method if kind == "deletion" else None)
+            ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.2, linewidth=0)
+    axes[0].set(title="deletion (lower area = more faithful)", xlabel="fraction of patches deleted")
+    axes[1].set(title="insertion (higher area = more faithful)", xlabel="fraction of patches inserted")
+    axes[0].set_ylabel("probability of the true class")
+    for ax in axes:
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # --- pictures without a figure: the explorer's fast path -------------------------------------------
 @functools.cache
 def _colour_table(cmap: str) -> np.ndarray:

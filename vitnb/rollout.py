@@ -11,6 +11,7 @@ Where the token layout matters, `num_prefix_tokens` (P) and `grid_size` ((h, w))
 Maps are returned raw, never rescaled; figures min-max scale them for display (`vitnb.plotting`).
 `ForwardCache` and `attention_map` serve the attention explorer (`vitnb.widgets`): one forward pass per
 image, then any map of any layer, head or query token without running the model again.
+How far each map can be trusted (deletion and insertion curves) is measured in `vitnb.faithfulness`.
 """
 
 from __future__ import annotations
@@ -144,23 +145,23 @@ def attention_rollout(
     return _patch_row_to_grid(rollout[:, 0], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
 
 
-def gradient_rollout(
+def gradient_rollout_matrix(
     model: nn.Module,
     x: torch.Tensor,
     target_class: int | torch.Tensor | None = None,
     *,
     discard_ratio: float = 0.0,
 ) -> torch.Tensor:
-    """Class-specific rollout map (B, h, w) of `model` on images `x`: each layer's attention weighted by
-    ITS OWN gradient. The token layout is read from the model (`token_layout`).
+    """Class-specific rollout matrix (B, N, N) of `model` on images `x`: each layer's attention weighted by
+    ITS OWN gradient, then rolled out like `rollout_matrix`; every row sums to 1.
 
     The chosen logit (default: the predicted class; or an int, or a (B,) tensor of classes) is
     differentiated w.r.t. the attention tensors only, via `torch.autograd.grad`, so no parameter gets
-    a `.grad`. Per layer: relu(A * dlogit/dA), mean over heads, then the same rollout as
-    `rollout_matrix`. The model runs in eval mode (no dropout) and every submodule gets its mode back.
+    a `.grad`. Per layer: relu(A * dlogit/dA), mean over heads, optionally `discard_smallest`, then
+    A -> (A + I) / row sums and R = A_L_hat @ ... @ A_1_hat. The model runs in eval mode (no dropout)
+    and every submodule gets its mode back.
     """
-    layout = token_layout(model)
-    _require_cls_token(layout["num_prefix_tokens"])
+    num_prefix_tokens = token_layout(model)["num_prefix_tokens"]
     with eval_mode(model), torch.enable_grad():
         # Differentiating w.r.t. a fresh input keeps the attentions in the graph even if
         # every parameter is frozen; x itself is left untouched.
@@ -173,8 +174,27 @@ def gradient_rollout(
     # layer i's attention times layer i's gradient, negatives dropped, heads averaged: L x (B, N, N)
     fused = [(a * g).clamp(min=0).mean(dim=1).detach() for a, g in zip(attentions, grads, strict=True)]
     if discard_ratio > 0:
-        fused = [discard_smallest(a, discard_ratio, num_prefix_tokens=layout["num_prefix_tokens"]) for a in fused]
-    return _patch_row_to_grid(_accumulate(fused)[:, 0], **layout)
+        fused = [discard_smallest(a, discard_ratio, num_prefix_tokens=num_prefix_tokens) for a in fused]
+    return _accumulate(fused)
+
+
+def gradient_rollout(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_class: int | torch.Tensor | None = None,
+    *,
+    discard_ratio: float = 0.0,
+) -> torch.Tensor:
+    """Class-specific rollout map (B, h, w) of `model` on images `x`: the cls row of
+    `gradient_rollout_matrix`, patch columns only. The token layout is read from the model (`token_layout`).
+
+    Needs a cls token (num_prefix_tokens >= 1), otherwise raises ValueError; for any pooling,
+    `vitnb.faithfulness.gradient_rollout_importance` reads the row the head reads.
+    """
+    layout = token_layout(model)
+    _require_cls_token(layout["num_prefix_tokens"])
+    matrix = gradient_rollout_matrix(model, x, target_class, discard_ratio=discard_ratio)  # (B, N, N)
+    return _patch_row_to_grid(matrix[:, 0], **layout)
 
 
 # --- raw attention -------------------------------------------------------------------------------------

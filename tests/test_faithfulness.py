@@ -1,0 +1,403 @@
+"""Faithfulness of importance maps: the maps, deletion and insertion curves, their areas, the table and figure.
+
+The central model, `one_patch_vit`, is a genuine `VisionTransformer` whose weights make its decision a
+function of one known patch: its answers are known exactly, so the curves and orders can be checked.
+"""
+
+import itertools
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.colors import to_hex
+
+from vitnb import VisionTransformer, ViTConfig
+from vitnb import faithfulness as fa
+from vitnb import rollout as ro
+from vitnb.plotting import METHOD_COLORS, plot_deletion_insertion
+
+GRID = 3  # 3x3 patches of 2x2 pixels
+KEY = 7  # the patch the one-patch model looks at: row 2, column 1 (not first, not central)
+MAPS = ["raw attention", "rollout", "gradient rollout", "saliency"]  # the deterministic methods
+
+
+def one_patch_vit() -> VisionTransformer:
+    """A 1-block ViT (6x6 grayscale, 2x2 patches, cls pooling, 2 classes) whose logits depend on patch KEY only.
+
+    Token channels: 0 and 3 carry a position marker (+M, -M on patch KEY; -M, +M on every other token: the
+    pair sums to 0, so LayerNorm's mean does not mix the marker into the content), 1 the patch's mean pixel.
+    The cls query is a constant (qkv bias) times the key's channel 0, so after softmax the cls token attends
+    to patch KEY with weight 1 - O(e^-70): no other patch reaches it, in float32 exactly. The value carries
+    channel 1, which the output projection writes into channel 2 of the cls token; the MLP adds nothing;
+    the head reads channel 2: logit 1 = +60 * it, logit 0 = -60 * it. So the class is 'patch KEY is
+    bright' (1) or 'dark' (0), a blank (0) patch KEY gives probability 1/2, and the evidence for the true
+    class flows through the attention weight cls -> KEY, which gradient rollout can see.
+    """
+    cfg = ViTConfig(img_size=6, patch_size=2, in_chans=1, num_classes=2, embed_dim=8, depth=1, num_heads=1)
+    model = VisionTransformer(cfg)
+    big = 10.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in (model.blocks[0].norm1, model.blocks[0].norm2, model.norm):
+            norm.weight.fill_(1.0)
+        model.patch_embed.proj.weight[1] = 0.25  # channel 1 = mean pixel of the patch
+        marker = torch.tensor([-big, big]).repeat(1 + GRID * GRID, 1)  # (N, 2): channels 0 and 3
+        marker[1 + KEY] = torch.tensor([big, -big])
+        model.pos_embed[0, :, [0, 3]] = marker
+        qkv = model.blocks[0].attn.qkv
+        qkv.bias[0] = 50.0  # q = (50, 0, ...) for every token
+        qkv.weight[8 + 0, 0] = 1.0  # k channel 0 = LayerNorm(token) channel 0: the marker
+        qkv.weight[16 + 1, 1] = 1.0  # v channel 1 = LayerNorm(token) channel 1: the content
+        model.blocks[0].attn.proj.weight[2, 1] = 1.0
+        model.head.weight[1, 2], model.head.weight[0, 2] = 60.0, -60.0
+    return model.eval()
+
+
+def one_patch_images(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised images (n, 1, 6, 6) of noise, patch KEY bright (+1.5, class 1) or dark (-1.5, class 0)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 1, 6, 6, generator=g)
+    labels = torch.arange(n) % 2
+    r, c = divmod(KEY, GRID)
+    images[:, :, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = (3.0 * labels - 1.5).reshape(n, 1, 1, 1)
+    return images, labels
+
+
+def tiny_vit(**changes) -> VisionTransformer:
+    """8x8 grayscale, 2x2 patches (4x4 grid), 2 blocks of 2 heads, 3 classes, weights livelier than the init."""
+    cfg = ViTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    model = VisionTransformer(cfg.replace(**changes)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def probability(model, images, labels) -> torch.Tensor:
+    """softmax(model(images))[label], the straightforward way."""
+    with torch.no_grad():
+        return model(images).softmax(dim=-1)[torch.arange(len(labels)), labels]
+
+
+POOLS = [dict(), dict(class_token=False, global_pool="avg", pos_embed="sincos")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy CPU waiting for them costs seconds."""
+    with ro.single_thread():
+        yield
+
+
+# --- 1. a decision that rests on one known patch --------------------------------------------------------
+def test_one_patch_model_depends_on_that_patch_only():
+    """The construction itself: any other patch can change without moving the probability."""
+    model = one_patch_vit()
+    images, labels = one_patch_images()
+    scrambled = torch.randn_like(images) * 3
+    r, c = divmod(KEY, GRID)
+    scrambled[..., 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = images[..., 2 * r : 2 * r + 2, 2 * c : 2 * c + 2]
+    torch.testing.assert_close(
+        probability(model, scrambled, labels), probability(model, images, labels), atol=1e-6, rtol=0
+    )
+    assert (probability(model, images, labels) > 0.9).all()  # the true class wins clearly: a drop to 1/2 is visible
+
+
+@pytest.mark.parametrize("method", MAPS)
+def test_maps_rank_the_deciding_patch_first(method):
+    model = one_patch_vit()
+    images, labels = one_patch_images()
+    scores = fa.importance(method, model, images, labels).flatten(1)  # (B, 9)
+    assert scores.shape == (6, GRID * GRID)
+    assert scores.argmax(dim=1).tolist() == [KEY] * 6
+    others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
+    assert (scores[:, KEY] > 1e3 * others.abs().max(dim=1).values).all()  # first by far, not by a tie-break
+
+
+def test_gradient_rollout_sees_only_evidence_for_the_class():
+    """relu(A * dlogit/dA) keeps what raises the logit: for the class patch KEY argues against, KEY scores 0
+    (all patches score ~0, so the order is arbitrary), while saliency's |input x gradient| still ranks it first."""
+    model = one_patch_vit()
+    images, labels = one_patch_images()
+    against = fa.gradient_rollout_importance(model, images, 1 - labels).flatten(1)
+    assert against[:, KEY].eq(0).all() and against.abs().max() < 1e-20
+    assert fa.saliency_importance(model, images, 1 - labels).flatten(1).argmax(dim=1).tolist() == [KEY] * 6
+
+
+def test_deletion_drops_at_step_one_to_the_blank_probability():
+    model = one_patch_vit()
+    images, labels = one_patch_images()
+    scores = fa.gradient_rollout_importance(model, images, labels)
+    curves, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=1, baseline="blank", blank=0.0)
+    assert curves.shape == (6, 10)
+    torch.testing.assert_close(x, torch.arange(10, dtype=torch.float64) / 9)
+    torch.testing.assert_close(curves[:, 0], probability(model, images, labels))  # not before step 1
+    assert (curves[:, 0] > 0.9).all()
+    torch.testing.assert_close(curves[:, 1:], torch.full((6, 9), 0.5), atol=1e-6, rtol=0)  # blank patch KEY: 1/2
+    # insertion by the same map: the whole probability comes back with the first patch revealed
+    inserted, _ = fa.perturbation_curve(model, images, labels, scores, "insertion", k=1)
+    torch.testing.assert_close(inserted[:, 0], torch.full((6,), 0.5), atol=1e-6, rtol=0)
+    torch.testing.assert_close(inserted[:, 1:], curves[:, :1].expand(6, 9), atol=1e-6, rtol=0)
+
+
+def test_worst_order_keeps_the_probability_until_the_last_step():
+    model = one_patch_vit()
+    images, labels = one_patch_images()
+    curves, _ = fa.perturbation_curve(
+        model, images, labels, -fa.saliency_importance(model, images, labels), "deletion", k=2
+    )
+    assert curves.shape == (6, 6)  # 0, 2, 4, 6, 8, 9 patches deleted
+    torch.testing.assert_close(curves[:, :5], probability(model, images, labels)[:, None].expand(6, 5))
+    torch.testing.assert_close(curves[:, 5], torch.full((6,), 0.5), atol=1e-6, rtol=0)
+
+
+# --- 2. a random order scores what chance predicts ------------------------------------------------------
+def test_random_order_area_matches_chance_on_the_one_patch_model():
+    """Patch KEY is deleted at step r, uniform in 1..N, so the deletion curve is p_clean before r and p_blank
+    from r on. Its area is (1/N) [(r - 1) p_clean + (p_clean + p_blank) / 2 + (N - r) p_blank]: its mean over r
+    is (p_clean + p_blank) / 2 and its spread |p_clean - p_blank| / N * sqrt((N^2 - 1) / 12)."""
+    model = one_patch_vit()
+    image, label = one_patch_images(1)
+    n = 400
+    images, labels = image.expand(n, -1, -1, -1), label.expand(n)
+    scores = fa.random_importance(model, images, labels, generator=torch.Generator().manual_seed(1))
+    curves, x = fa.perturbation_curve(model, images, labels, scores, "deletion")
+    [row] = fa.faithfulness_summary({"random": {"deletion": curves, "insertion": curves}}, x)
+    p_clean, p_blank, big_n = probability(model, image, label).item(), 0.5, GRID * GRID
+    assert row["n"] == n
+    assert abs(row["deletion_auc_mean"] - (p_clean + p_blank) / 2) < 2 * row["deletion_auc_sem"]
+    expected_std = abs(p_clean - p_blank) / big_n * math.sqrt((big_n**2 - 1) / 12)
+    assert row["deletion_auc_std"] == pytest.approx(expected_std, rel=0.1)
+    assert row["deletion_auc_sem"] == pytest.approx(row["deletion_auc_std"] / math.sqrt(n))
+
+
+@pytest.mark.parametrize("kind", ["deletion", "insertion"])
+def test_random_order_area_matches_the_mean_over_all_orders(kind):
+    """On a 2x2 grid, the mean area over all 24 orders, each computed exactly, is what chance gives."""
+    model = tiny_vit(img_size=4)
+    image, label = torch.randn(1, 1, 4, 4), torch.tensor([1])
+    orders = torch.tensor(list(itertools.permutations(range(4))))  # (24, 4): patch ids, first first
+    every_order = torch.empty(24, 4).scatter_(1, orders, torch.tensor([4.0, 3, 2, 1]).expand(24, 4))
+    exact, x = fa.perturbation_curve(model, image.expand(24, -1, -1, -1), label.expand(24), every_order, kind)
+    chance = fa.area_under_curve(exact, x).mean().item()
+    n = 600
+    scores = fa.random_importance(
+        model, image.expand(n, -1, -1, -1), label.expand(n), generator=torch.Generator().manual_seed(0)
+    )
+    curves, x = fa.perturbation_curve(model, image.expand(n, -1, -1, -1), label.expand(n), scores, kind)
+    areas = fa.area_under_curve(curves, x)  # (n,)
+    sem = areas.std().item() / math.sqrt(n)
+    assert abs(areas.mean().item() - chance) < 2 * sem
+    # the test has power: a biased order (e.g. always the best or the worst) would miss by many sems
+    best_and_worst = fa.area_under_curve(exact, x).aminmax()
+    assert min(abs(chance - best_and_worst.min.item()), abs(chance - best_and_worst.max.item())) > 10 * sem
+
+
+def test_random_order_is_seeded():
+    model, images = tiny_vit(), torch.randn(3, 1, 8, 8)
+    first = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
+    again = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
+    assert first.shape == (3, 4, 4) and first.equal(again)
+    assert not first.equal(fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(6)))
+
+
+# --- 3. the ends of the curves --------------------------------------------------------------------------
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("baseline", ["blank", "blur"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_curve_ends_are_the_clean_image_and_the_canvas(pool, baseline, k):
+    model = tiny_vit(in_chans=3, **pool)
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
+    blank = [-0.5, 0.2, 1.0]  # normalised black of a three-channel data set
+    canvas = fa.baseline_canvas(images, baseline, blank=blank, sigma=2)
+    scores = fa.saliency_importance(model, images, labels)
+    deleted, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=k, baseline=baseline, blank=blank)
+    inserted, _ = fa.perturbation_curve(model, images, labels, scores, "insertion", k=k, baseline=baseline, blank=blank)
+    assert deleted.shape == inserted.shape == (4, math.ceil(16 / k) + 1) and x[-1] == 1.0
+    clean, bare = probability(model, images, labels), probability(model, canvas, labels)
+    assert (clean - bare).abs().max() > 1e-3  # the canvas changes the answer: the ends are distinguishable
+    for got, want in [(deleted[:, 0], clean), (deleted[:, -1], bare), (inserted[:, 0], bare), (inserted[:, -1], clean)]:
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_baseline_canvases():
+    images = torch.randn(2, 3, 8, 8)
+    blank = fa.baseline_canvas(images, "blank", blank=[-1.0, 0.0, 2.0])
+    assert blank.shape == images.shape and blank[:, 0].eq(-1).all() and blank[:, 2].eq(2).all()
+    blurred = fa.baseline_canvas(images, "blur", sigma=2)
+    assert blurred.shape == images.shape
+    torch.testing.assert_close(blurred.mean(dim=(-2, -1)), images.mean(dim=(-2, -1)), atol=0.15, rtol=0)
+    assert blurred.std() < 0.5 * images.std()  # the patch-scale detail is gone
+    constant = torch.full((1, 1, 8, 8), 0.7)
+    torch.testing.assert_close(fa.baseline_canvas(constant, "blur", sigma=4), constant)  # the kernel is cut to fit
+    with pytest.raises(ValueError, match="baseline must be 'blank' or 'blur'"):
+        fa.baseline_canvas(images, "noise")
+    with pytest.raises(ValueError, match="one value or one per channel"):
+        fa.baseline_canvas(images, "blank", blank=[0.0, 1.0])
+
+
+def test_a_canvas_tensor_is_used_as_given():
+    model, images, labels = tiny_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
+    canvas = torch.randn(1, 8, 8)
+    curves, _ = fa.perturbation_curve(model, images, labels, torch.rand(2, 4, 4), "deletion", k=16, baseline=canvas)
+    torch.testing.assert_close(curves[:, 1], probability(model, canvas.expand(2, 1, 8, 8), labels), atol=1e-6, rtol=0)
+
+
+# --- 4. batched == one image at a time ------------------------------------------------------------------
+@pytest.mark.parametrize("pool", POOLS)
+def test_batched_equals_per_image(pool):
+    model = tiny_vit(**pool)
+    images, labels = torch.randn(3, 1, 8, 8), torch.tensor([2, 0, 1])
+    for method in MAPS:
+        batched = fa.importance(method, model, images, labels)
+        single = torch.cat([fa.importance(method, model, images[i : i + 1], labels[i : i + 1]) for i in range(3)])
+        torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
+        for kind in ("deletion", "insertion"):
+            each = [(images[i : i + 1], labels[i : i + 1], batched[i : i + 1]) for i in range(3)]
+            alone = torch.cat([fa.perturbation_curve(model, *one, kind, k=2, baseline="blur")[0] for one in each])
+            for chunk_size in (2048, 5, 1):  # all 9 steps of 3 images in one run; one step per run; one image
+                together, _ = fa.perturbation_curve(
+                    model, images, labels, batched, kind, k=2, baseline="blur", chunk_size=chunk_size
+                )
+                torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
+
+
+# --- the maps: definitions for both poolings ------------------------------------------------------------
+def test_cls_model_maps_are_the_rollout_modules_maps():
+    model, images, labels = tiny_vit(), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        _, attentions = model(images, return_attention=True)
+    layout = ro.token_layout(model)
+    torch.testing.assert_close(
+        fa.raw_attention_importance(model, images, labels), ro.cls_attention(attentions, -1, "mean", **layout)
+    )
+    torch.testing.assert_close(fa.rollout_importance(model, images, labels), ro.attention_rollout(attentions, **layout))
+    torch.testing.assert_close(
+        fa.gradient_rollout_importance(model, images, labels), ro.gradient_rollout(model, images, labels)
+    )
+
+
+def test_avg_pooled_maps_are_what_the_patches_receive():
+    """Without a cls token the head reads the mean patch token, so the maps read the mean of the patch rows."""
+    model, images, labels = tiny_vit(**POOLS[1]), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        _, attentions = model(images, return_attention=True)
+    last = attentions[-1].mean(dim=1)  # (B, 16, 16), heads averaged
+    torch.testing.assert_close(fa.raw_attention_importance(model, images, labels), last.mean(dim=1).reshape(3, 4, 4))
+    rollout = ro.rollout_matrix(attentions, num_prefix_tokens=0)
+    torch.testing.assert_close(fa.rollout_importance(model, images, labels), rollout.mean(dim=1).reshape(3, 4, 4))
+    gradient = ro.gradient_rollout_matrix(model, images, labels)
+    torch.testing.assert_close(
+        fa.gradient_rollout_importance(model, images, labels), gradient.mean(dim=1).reshape(3, 4, 4)
+    )
+    assert gradient.sum(dim=-1).allclose(torch.ones(3, 16))
+
+
+def test_saliency_is_input_times_gradient_summed_per_patch():
+    model, images, labels = tiny_vit(in_chans=2), torch.randn(2, 2, 8, 8), torch.tensor([1, 0])
+    x = images.clone().requires_grad_()
+    model(x)[torch.arange(2), labels].sum().backward()
+    pixels = (images * x.grad).abs().sum(dim=1)  # (2, 8, 8)
+    expected = torch.tensor([[[pixels[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].sum() for j in range(4)]
+                              for i in range(4)] for b in range(2)])  # fmt: skip
+    model.zero_grad()
+    torch.testing.assert_close(fa.saliency_importance(model, images, labels), expected)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+# --- areas, the table, the figure -----------------------------------------------------------------------
+def test_fractions_and_areas():
+    torch.testing.assert_close(fa.fractions(9, 2), torch.tensor([0, 2, 4, 6, 8, 9], dtype=torch.float64) / 9)
+    x = fa.fractions(4, 1)
+    curves = torch.stack([torch.ones(5), x.float(), torch.tensor([1.0, 0, 0, 0, 0])])
+    torch.testing.assert_close(fa.area_under_curve(curves, x), torch.tensor([1.0, 0.5, 0.125], dtype=torch.float64))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="k .* must be a positive int"):
+            fa.fractions(9, bad)
+
+
+def test_summary_statistics():
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    deletion = torch.tensor([[0.2, 0.2], [0.4, 0.4], [0.9, 0.9]])  # areas 0.2, 0.4, 0.9
+    [row] = fa.faithfulness_summary({"m": {"deletion": deletion, "insertion": 1 - deletion}}, x)
+    std = math.sqrt(((0.2 - 0.5) ** 2 + (0.4 - 0.5) ** 2 + (0.9 - 0.5) ** 2) / 2)
+    assert row == pytest.approx(
+        {"method": "m", "deletion_auc_mean": 0.5, "deletion_auc_sem": std / math.sqrt(3), "deletion_auc_std": std,
+         "insertion_auc_mean": 0.5, "insertion_auc_sem": std / math.sqrt(3), "insertion_auc_std": std, "n": 3}
+    )  # fmt: skip
+
+
+def test_table_over_a_data_set(toy):
+    model = tiny_vit(num_classes=4)
+    data = toy(n=10, size=8, classes=4)
+    curves, x = fa.faithfulness_curves(model, data, n_images=7, batch_size=3, k=4, progress=False)
+    assert list(curves) == list(fa.METHODS) and x.tolist() == [0, 0.25, 0.5, 0.75, 1]
+    assert curves["saliency"]["deletion"].shape == (7, 5)
+    # the blank canvas is the data set's black image, as the model sees it
+    black = data.normalize(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+    bare = probability(model, black.expand(7, -1, -1, -1), data.labels[:7])
+    torch.testing.assert_close(curves["rollout"]["insertion"][:, 0], bare, atol=1e-6, rtol=0)
+    # batches see the same maps as one big batch, except the random order
+    whole, _ = fa.faithfulness_curves(model, data, MAPS, n_images=7, batch_size=7, k=4, progress=False)
+    for method in MAPS:
+        torch.testing.assert_close(whole[method]["deletion"], curves[method]["deletion"], atol=1e-6, rtol=0)
+    rows = fa.faithfulness_table(model, data, n_images=7, batch_size=3, k=4, progress=False)
+    assert rows == fa.faithfulness_summary(curves, x)
+    assert [r["method"] for r in rows] == list(fa.METHODS) and {r["n"] for r in rows} == {7}
+
+
+def test_table_takes_tensors():
+    model, images, labels = tiny_vit(), torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    rows = fa.faithfulness_table(model, (images, labels), ["saliency"], n_images=None, k=8, progress=False)
+    deleted, x = fa.perturbation_curve(
+        model, images, labels, fa.saliency_importance(model, images, labels), "deletion", k=8
+    )
+    assert rows[0]["n"] == 5
+    assert rows[0]["deletion_auc_mean"] == pytest.approx(fa.area_under_curve(deleted, x).mean().item(), abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(methods=["attention"]), "methods must be a non-empty selection of"),
+        (dict(methods=[]), "methods must be a non-empty selection of"),
+        (dict(n_images=11), r"n_images=11 but the data set has 10 images"),
+        (dict(k=0), "k .* must be a positive int"),
+        (dict(baseline="white"), "baseline must be 'blank' or 'blur'"),
+    ],
+)
+def test_bad_arguments_are_rejected(toy, bad, message):
+    with pytest.raises(ValueError, match=message):
+        fa.faithfulness_table(tiny_vit(num_classes=4), toy(n=10, size=8), **({"n_images": 4} | bad), progress=False)
+
+
+def test_maps_on_another_grid_are_rejected():
+    model, images, labels = tiny_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="importance maps have 9 entries per image, the model 4x4 patches"):
+        fa.perturbation_curve(model, images, labels, torch.rand(2, 3, 3), "deletion")
+    with pytest.raises(ValueError, match="kind must be 'deletion' or 'insertion', got 'removal'"):
+        fa.perturbation_curve(model, images, labels, torch.rand(2, 4, 4), "removal")
+    with pytest.raises(ValueError, match="unknown importance method 'gradcam'"):
+        fa.importance("gradcam", model, images, labels)
+
+
+def test_plot_deletion_insertion():
+    x = fa.fractions(4, 1)
+    curves = {
+        "rollout": {"deletion": torch.rand(6, 5), "insertion": torch.rand(6, 5)},
+        "mine": {"deletion": torch.rand(6, 5), "insertion": torch.rand(6, 5)},
+    }
+    fig = plot_deletion_insertion(curves, x, title="faithfulness")
+    deletion, insertion = fig.axes
+    colours = [to_hex(line.get_color()) for line in deletion.lines]
+    assert colours == [to_hex(METHOD_COLORS["rollout"]), "#9467bd"]  # purple: the first colour no method owns
+    assert [to_hex(line.get_color()) for line in insertion.lines] == colours
+    torch.testing.assert_close(
+        torch.tensor(insertion.lines[0].get_ydata()), curves["rollout"]["insertion"].double().mean(dim=0)
+    )
+    assert len(deletion.collections) == 2  # one sem band per method
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rollout", "mine"]
+    plt.close(fig)
