@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_vit
 
 import vitnb
-from vitnb import VisionTransformer, ViTConfig, preset
+from vitnb import VisionTransformer, ViTConfig
 from vitnb.checkpoint import (
     atomic_write,
     check_compatible,
@@ -21,13 +22,6 @@ from vitnb.checkpoint import (
 from vitnb.cnn import resnet18
 
 EXPECTED = r"is not a vitnb checkpoint .*expected a file written by vitnb.save_model / fit\(checkpoint=...\)"
-
-
-def tiny_vit(size=8, classes=4, **changes) -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(
-        preset("cpu", img_size=size, num_classes=classes, embed_dim=16, depth=1, num_heads=2, **changes)
-    ).eval()
 
 
 @pytest.fixture
@@ -85,7 +79,7 @@ def test_load_model_replaces_the_head_and_resamples_positions(saved):
     path, model, _ = saved
     loaded, _ = load_model(path, num_classes=3, img_size=12)
     assert loaded.head.out_features == 3 and loaded.cfg.num_classes == 3 and loaded.cfg.img_size == 12
-    assert loaded.pos_embed.shape == (1, 1 + 9, 16)  # cls + a 3x3 grid of 4-pixel patches
+    assert loaded.pos_embed.shape == (1, 1 + 9, 24)  # cls + a 3x3 grid of 4-pixel patches
     assert torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
@@ -168,7 +162,7 @@ def test_truncated_and_missing_files(saved, tmp_path):
 
 def test_config_that_does_not_fit_the_weights_is_refused(tmp_path):
     model = tiny_vit()
-    torch.save({"config": {**model.cfg.to_dict(), "depth": 2}, "model": model.state_dict()}, tmp_path / "x.pt")
+    torch.save({"config": {**model.cfg.to_dict(), "depth": 3}, "model": model.state_dict()}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="config and weights do not make a vit.*Missing key"):
         load_model(tmp_path / "x.pt")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from helpers import tiny_vit
 from torch import nn
 
 import vitnb
@@ -32,13 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_vit(size=8, classes=4, in_chans=1):
-    torch.manual_seed(0)
-    return VisionTransformer(
-        preset("cpu", img_size=size, in_chans=in_chans, num_classes=classes, embed_dim=24, depth=2, num_heads=2)
-    )
 
 
 # --- the library never imports the experiments -----------------------------------------------------

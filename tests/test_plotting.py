@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import MAPS_VIT, tiny_vit
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -184,9 +185,7 @@ def test_render_overlay_outlines_the_box():
 
 
 def test_plot_attention_maps_shows_every_map(toy):
-    from test_rollout import tiny_vit
-
-    model, dataset = tiny_vit(), toy(n=2, size=8, classes=3)
+    model, dataset = tiny_vit(**MAPS_VIT), toy(n=2, size=8, classes=3)
     cache = forward_cache(model, *dataset[1])
     image = dataset.denormalize(cache.image[None])[0]
     fig = plotting.plot_attention_maps(cache, image, query=6, target=2, title="maps")

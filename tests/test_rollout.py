@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import MAPS_VIT, direct, tiny_vit
 from torch import nn
 
 from vitnb import VisionTransformer, ViTConfig
@@ -311,28 +312,9 @@ def test_gradient_rollout_discards_per_layer_before_the_identity(tiny):
 
 
 # --- a real ViT: its layout, and the explorer's per-image maps -----------------------------------------
-def tiny_vit(**changes) -> VisionTransformer:
-    """8x8 grayscale, 2x2 patches (a 4x4 grid, N = 17 with cls), 3 blocks of 2 heads, 3 classes."""
-    cfg = ViTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16, depth=3, num_heads=2)
-    torch.manual_seed(0)
-    model = VisionTransformer(cfg.replace(**changes)).eval()
-    with torch.no_grad():  # livelier weights than the 0.02-std init, so maps and predictions differ
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
-
-
-def direct(model, dataset, i):
-    """Attentions and logits for image i, computed straight from the model."""
-    x = dataset[i][0][None]
-    with torch.no_grad():
-        logits, attentions = model(x, return_attention=True)
-    return x, logits[0], attentions
-
-
 @pytest.fixture
 def model():
-    return tiny_vit()
+    return tiny_vit(**MAPS_VIT)
 
 
 @pytest.fixture
@@ -341,8 +323,8 @@ def dataset(toy):
 
 
 def test_token_layout_reads_the_model():
-    assert ro.token_layout(tiny_vit()) == {"num_prefix_tokens": 1, "grid_size": (4, 4)}
-    assert ro.token_layout(tiny_vit(class_token=False, global_pool="avg")) == {
+    assert ro.token_layout(tiny_vit(**MAPS_VIT)) == {"num_prefix_tokens": 1, "grid_size": (4, 4)}
+    assert ro.token_layout(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")) == {
         "num_prefix_tokens": 0,
         "grid_size": (4, 4),
     }
@@ -406,7 +388,7 @@ def test_cache_holds_logits_prediction_and_label(model, dataset):
 
 
 def test_forward_cache_restores_train_mode(dataset):
-    model = tiny_vit().train()
+    model = tiny_vit(**MAPS_VIT).train()
     model.head.eval()  # a mixed state, which must come back exactly
     ro.forward_cache(model, *dataset[0])
     assert [m.training for m in model.modules()] == [m is not model.head for m in model.modules()]
@@ -430,7 +412,7 @@ def test_bad_arguments_are_rejected(model, dataset, bad, message):
 
 
 def test_no_cls_token_offers_no_gradient_rollout(dataset):
-    model = tiny_vit(class_token=False, global_pool="avg")
+    model = tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")
     assert ro.head_options(2, num_prefix_tokens=0) == [0, 1, "mean", "max", "rollout"]
     assert ro.head_options(2, num_prefix_tokens=1) == [0, 1, "mean", "max", "rollout", "gradient rollout"]
     cache = ro.forward_cache(model, *dataset[0])

@@ -5,11 +5,10 @@ import random
 
 import pytest
 import torch
-from conftest import toy_images
+from helpers import tiny_vit, toy_images
 from PIL import Image
 
 import vitnb
-from vitnb import VisionTransformer, preset
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
 from vitnb.cnn import resnet18
 from vitnb.train import (
@@ -28,13 +27,6 @@ from vitnb.train import (
 FAST = dict(batch_size=16, lr=3e-3, warmup_epochs=0.5, precision="fp32", eval_batch_size=64, augment=False)
 QUIET = dict(progress=False, verbose=False)
 CHANCE_LOSS = math.log(4)  # cross-entropy of a uniform guess over the toy set's 4 classes
-
-
-def toy_vit(size=8, classes=4, **changes):
-    torch.manual_seed(0)
-    return VisionTransformer(
-        preset("cpu", img_size=size, num_classes=classes, embed_dim=24, depth=2, num_heads=2, **changes)
-    )
 
 
 def weights(model):
@@ -62,7 +54,7 @@ def test_training_learns_and_is_deterministic(toy):
     train, val = toy(), toy(32, seed=1)
     runs = []
     for _ in range(2):
-        model = toy_vit()
+        model = tiny_vit()
         history = fit(model, train, val, TrainConfig(epochs=3, **FAST), **QUIET)
         runs.append((weights(model), metrics(history)))
     assert_same(runs[0][0], runs[1][0])
@@ -87,7 +79,7 @@ def test_training_learns_and_is_deterministic(toy):
 def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, toy):
     train, val = toy(), toy(32, seed=1)
     cfg = TrainConfig(epochs=2, **FAST)
-    model = toy_vit()
+    model = tiny_vit()
     full = fit(model, train, val, cfg, checkpoint=tmp_path / "a.pt", **QUIET)
     expected = weights(model)
 
@@ -99,23 +91,23 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, toy)
             raise Killed
 
     with pytest.raises(Killed):
-        fit(toy_vit(), train, val, cfg, checkpoint=tmp_path / "b.pt", callbacks=[kill_after_epoch_1], **QUIET)
+        fit(tiny_vit(), train, val, cfg, checkpoint=tmp_path / "b.pt", callbacks=[kill_after_epoch_1], **QUIET)
     assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 1
-    model = toy_vit()  # a fresh process would start from a fresh model
+    model = tiny_vit()  # a fresh process would start from a fresh model
     torch.manual_seed(123)  # and from a different global RNG state
     resumed = fit(model, train, val, cfg, checkpoint=tmp_path / "b.pt", resume=True, **QUIET)
     assert_same(expected, weights(model))
     assert metrics(resumed) == metrics(full)
 
     # max_epochs_this_run stops early; resuming once more finishes the same way
-    model = toy_vit()
+    model = tiny_vit()
     for _ in range(2):
         fit(model, train, val, cfg, checkpoint=tmp_path / "c.pt", resume=True, max_epochs_this_run=1, **QUIET)
     assert_same(expected, weights(model))
 
 
 def test_fit_writes_the_one_checkpoint_format(tmp_path, toy):
-    model = toy_vit()
+    model = tiny_vit()
     data = toy()
     fit(model, data, None, TrainConfig(epochs=1, **FAST), checkpoint=tmp_path / "m.pt", **QUIET)
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
@@ -132,14 +124,14 @@ def test_fit_writes_the_one_checkpoint_format(tmp_path, toy):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, toy):
     with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+.*lower the learning rate"):
-        fit(toy_vit(), toy(), None, TrainConfig(epochs=2, **{**FAST, "lr": 1e10, "grad_clip": 0}), **QUIET)
+        fit(tiny_vit(), toy(), None, TrainConfig(epochs=2, **{**FAST, "lr": 1e10, "grad_clip": 0}), **QUIET)
 
     def poison(epoch, record, model):
         model.head.bias.data.fill_(float("nan"))
 
     path = tmp_path / "good.pt"
     with pytest.raises(FloatingPointError, match=r"epoch 2, step 1\b.*untouched"):
-        fit(toy_vit(), toy(), None, TrainConfig(epochs=3, **FAST), checkpoint=path, callbacks=[poison], **QUIET)
+        fit(tiny_vit(), toy(), None, TrainConfig(epochs=3, **FAST), checkpoint=path, callbacks=[poison], **QUIET)
     ckpt = load_checkpoint(path)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -157,14 +149,14 @@ def test_precision_is_chosen_from_the_hardware(monkeypatch):
 
 
 def test_bf16_autocast_path_trains(toy):
-    model = toy_vit()
+    model = tiny_vit()
     history = fit(model, toy(), None, TrainConfig(epochs=2, **{**FAST, "precision": "bf16"}), **QUIET)
     assert history.final["train_loss"] < CHANCE_LOSS - 0.2
     assert next(model.parameters()).dtype == torch.float32  # autocast, not a bf16 model
 
 
 def test_fractional_epochs_train_part_of_the_data(toy):
-    history = fit(toy_vit(), toy(), None, TrainConfig(epochs=0.5, **FAST), **QUIET)
+    history = fit(tiny_vit(), toy(), None, TrainConfig(epochs=0.5, **FAST), **QUIET)
     assert len(history) == 1
     record = history.final
     seen = 32  # half an epoch of 64 images: 2 batches of 16
@@ -179,7 +171,7 @@ def test_any_map_style_data_set_trains_like_an_image_tensor_dataset(toy):
     cfg = TrainConfig(epochs=1, **FAST)
     runs = []
     for dataset in (data, as_tensors, list(data)):  # the fast uint8 path, a TensorDataset, a list of pairs
-        model = toy_vit()
+        model = tiny_vit()
         history = fit(model, dataset, dataset, cfg, **QUIET)
         runs.append((weights(model), metrics(history), predict(model, dataset), evaluate(model, dataset)))
     for other in runs[1:]:
@@ -188,7 +180,7 @@ def test_any_map_style_data_set_trains_like_an_image_tensor_dataset(toy):
 
 
 def test_predict_runs_where_the_model_is(monkeypatch, toy):
-    model, data = toy_vit(), toy(8)
+    model, data = tiny_vit(), toy(8)
     expected = predict(model, data)
     monkeypatch.setenv("VITNB_DEVICE", "meta")  # a device the model is not on: predict must not move inputs there
     assert torch.equal(predict(model, data), expected)
@@ -196,7 +188,7 @@ def test_predict_runs_where_the_model_is(monkeypatch, toy):
 
 
 def test_eval_mode_restores_the_mode_it_found(toy):
-    model = toy_vit().train()
+    model = tiny_vit().train()
     model.blocks[1].eval()  # e.g. a frozen part of a model being finetuned
     with eval_mode(model):
         assert not any(m.training for m in model.modules())
@@ -223,7 +215,7 @@ def test_resnet18_trains_with_the_same_trainer(tmp_path, toy):
 
 
 def test_linear_probe_trains_only_the_new_head(tmp_path, toy):
-    save_model(tmp_path / "pre.pt", toy_vit())
+    save_model(tmp_path / "pre.pt", tiny_vit())
     model, _ = load_model(tmp_path / "pre.pt", num_classes=3, img_size=12)
     freeze_all_but_head(model)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
@@ -265,33 +257,33 @@ def fit_quick(model, data, tmp_path, **kwargs):
 
 BAD_INPUT = {
     "images of another size": (
-        lambda tmp_path: fit_quick(toy_vit(), toy_images(size=16), tmp_path),
+        lambda tmp_path: fit_quick(tiny_vit(), toy_images(size=16), tmp_path),
         ValueError,
         r"training set has images of shape \(1, 16, 16\).*expects \(1, 8, 8\).*set_input_size",
     ),
     "more classes than outputs": (
-        lambda tmp_path: fit_quick(toy_vit(), toy_images(classes=6), tmp_path),
+        lambda tmp_path: fit_quick(tiny_vit(), toy_images(classes=6), tmp_path),
         ValueError,
         r"labels up to 5.*4 outputs.*reset_classifier\(6\)",
     ),
     "empty training set": (
-        lambda tmp_path: fit_quick(toy_vit(), toy_images().subset(torch.tensor([], dtype=torch.long)), tmp_path),
+        lambda tmp_path: fit_quick(tiny_vit(), toy_images().subset(torch.tensor([], dtype=torch.long)), tmp_path),
         ValueError,
         "the training set is empty",
     ),
     "PIL images, not tensors": (
-        lambda tmp_path: fit_quick(toy_vit(), pictures(), tmp_path),
+        lambda tmp_path: fit_quick(tiny_vit(), pictures(), tmp_path),
         TypeError,
         r"map-style data set .*item 0 of the list is \(Image, int\).*v2.ToImage",
     ),
     "an iterable-style data set": (
-        lambda tmp_path: fit_quick(toy_vit(), Stream(), tmp_path),
+        lambda tmp_path: fit_quick(tiny_vit(), Stream(), tmp_path),
         TypeError,
         r"map-style data set \(len\(\) and \[i\]\).*a Stream has no len\(\) or \[i\]",
     ),
     "TensorDataset of flat vectors": (
         lambda tmp_path: fit_quick(
-            toy_vit(), torch.utils.data.TensorDataset(torch.zeros(4, 64), torch.zeros(4, dtype=torch.long)), tmp_path
+            tiny_vit(), torch.utils.data.TensorDataset(torch.zeros(4, 64), torch.zeros(4, dtype=torch.long)), tmp_path
         ),
         TypeError,
         r"images of shape \(64,\), not \(C, H, W\)",
@@ -302,7 +294,7 @@ BAD_INPUT = {
         "batch_size must be a positive int, got 0",
     ),
     "batch_size -1 in predict": (
-        lambda tmp_path: predict(toy_vit(), toy_images(4), batch_size=-1),
+        lambda tmp_path: predict(tiny_vit(), toy_images(4), batch_size=-1),
         ValueError,
         "batch_size must be a positive int, got -1",
     ),
@@ -310,12 +302,12 @@ BAD_INPUT = {
     "unknown precision": (lambda tmp_path: TrainConfig(precision="fp8"), ValueError, "precision must be one of"),
     "negative crop_pad": (lambda tmp_path: TrainConfig(crop_pad=-1), ValueError, "crop_pad must be an int >= 0"),
     "evaluate on images of another size": (
-        lambda tmp_path: evaluate(toy_vit(), toy_images(size=16)),
+        lambda tmp_path: evaluate(tiny_vit(), toy_images(size=16)),
         ValueError,
         r"data set has images of shape \(1, 16, 16\)",
     ),
     "resume without a checkpoint path": (
-        lambda tmp_path: fit(toy_vit(), toy_images(), cfg=TrainConfig(epochs=1, **FAST), resume=True, **QUIET),
+        lambda tmp_path: fit(tiny_vit(), toy_images(), cfg=TrainConfig(epochs=1, **FAST), resume=True, **QUIET),
         ValueError,
         "resume=True needs a checkpoint path",
     ),
@@ -327,7 +319,7 @@ BAD_INPUT = {
         "vitnb checkpoints hold a VisionTransformer or a ResNet18, not a Sequential",
     ),
     "resume with another config of the same shapes": (
-        lambda tmp_path: fit_quick(toy_vit(drop_path_rate=0.1), toy_images(), tmp_path, resume=True),
+        lambda tmp_path: fit_quick(tiny_vit(drop_path_rate=0.1), toy_images(), tmp_path, resume=True),
         ValueError,
         r"cannot resume from .*run.pt: .*another config .*\(drop_path_rate: 0.0 there, 0.1 here\)",
     ),
@@ -337,7 +329,7 @@ BAD_INPUT = {
         r"cannot resume from .*: it holds a vit model of another config than this resnet18",
     ),
     "resume from a save_model file": (
-        lambda tmp_path: fit_quick(toy_vit(), toy_images(), tmp_path / "weights", resume=True),
+        lambda tmp_path: fit_quick(tiny_vit(), toy_images(), tmp_path / "weights", resume=True),
         ValueError,
         r"no training state \(optimizer, scheduler, epoch, history, rng\).*fit without resume=True",
     ),
@@ -346,9 +338,9 @@ BAD_INPUT = {
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A checkpoint of a finished 1-epoch run of `toy_vit` (run.pt) and a save_model file (weights/run.pt)."""
+    """A checkpoint of a finished 1-epoch run of `tiny_vit` (run.pt) and a save_model file (weights/run.pt)."""
     folder = tmp_path_factory.mktemp("run")
-    model = toy_vit()
+    model = tiny_vit()
     fit(model, toy_images(), None, TrainConfig(epochs=1, **FAST), checkpoint=folder / "run.pt", **QUIET)
     save_model(folder / "weights" / "run.pt", model)
     return folder

@@ -7,9 +7,9 @@ import ipywidgets
 import numpy as np
 import pytest
 import torch
+from helpers import MAPS_VIT, direct, tiny_vit
 from matplotlib.figure import Figure
 from PIL import Image
-from test_rollout import direct, tiny_vit
 
 from vitnb import plotting
 from vitnb import rollout as ro
@@ -32,7 +32,7 @@ class CountingModel:
 
 @pytest.fixture
 def model():
-    return tiny_vit()
+    return tiny_vit(**MAPS_VIT)
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_forward_pass_is_cached(model, dataset):
 
 
 def test_no_cls_token_offers_no_gradient_rollout(dataset):
-    explorer = AttentionExplorer(tiny_vit(class_token=False, global_pool="avg"), dataset)
+    explorer = AttentionExplorer(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg"), dataset)
     assert [value for _, value in explorer.head.options] == [0, 1, "mean", "max", "rollout"]
     assert (explorer.query.max, explorer.query_label.value) == (15, "patch (0, 0)")
 

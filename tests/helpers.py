@@ -1,0 +1,53 @@
+"""Builders the tests share: toy data and a tiny ViT. Tests import them with `from helpers import ...`
+(pytest puts tests/ on sys.path); conftest.py offers them as the `toy` and `tiny_vit` fixtures too."""
+
+import torch
+
+from vitnb import VisionTransformer, preset
+from vitnb.data import ImageTensorDataset
+
+# The attention-map tests' model: 8x8 grayscale, 2x2 patches (a 4x4 grid, N = 17 with cls), 3 blocks of 2 heads,
+# 3 classes, weights livelier than the init so maps and predictions differ. Use as `tiny_vit(**MAPS_VIT)`.
+MAPS_VIT = dict(classes=3, patch_size=2, embed_dim=16, depth=3, lively=True)
+
+
+def toy_images(n: int = 64, size: int = 8, classes: int = 4, seed: int = 0, in_chans: int = 1) -> ImageTensorDataset:
+    """A learnable toy set: class c brightens every `classes`-th pixel row from row c, over noise.
+
+    uint8 images (n, in_chans, size, size), labels 0, 1, ..., classes-1 in turn, class names 'a', 'b', ...
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 60, (n, in_chans, size, size), generator=g)
+    for i, c in enumerate(labels.tolist()):
+        images[i, :, c::classes] += 180
+    names = [chr(ord("a") + c) for c in range(classes)]
+    return ImageTensorDataset(images.clamp(0, 255).to(torch.uint8), labels, names, (0.3,) * in_chans, (0.3,) * in_chans)
+
+
+def tiny_vit(
+    size: int = 8, classes: int = 4, in_chans: int = 1, *, lively: bool = False, **changes
+) -> VisionTransformer:
+    """A seeded ViT small enough for a test: the `cpu` preset (4x4 patches) at width 24, 2 blocks of 2 heads.
+
+    `changes` are further ViTConfig fields (`depth=3`, `class_token=False`, ...). `lively=True` adds 0.3 * N(0, 1)
+    to every weight, so that attention maps and predictions differ between tokens and images (the 0.02-std init
+    gives nearly uniform attention). The model is in eval mode, so its outputs are deterministic; `fit` switches
+    it to train mode itself.
+    """
+    cfg = preset("cpu", img_size=size, in_chans=in_chans, num_classes=classes, embed_dim=24, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    model = VisionTransformer(cfg.replace(**changes)).eval()
+    if lively:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def direct(model: VisionTransformer, dataset: ImageTensorDataset, i: int):
+    """Image i as a batch of one (1, C, H, W), its logits (classes,) and attentions, straight from the model."""
+    x = dataset[i][0][None]
+    with torch.no_grad():
+        logits, attentions = model(x, return_attention=True)
+    return x, logits[0], attentions
