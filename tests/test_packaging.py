@@ -1,9 +1,11 @@
-"""The environment files never drift apart, and the README's set-up installs everything the notebooks import."""
+"""The environment files never drift apart, the README's set-up installs everything the notebooks import, and the
+package's lazy names match its modules."""
 
 import ast
 import functools
 import importlib.metadata as metadata
 import json
+import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import tomllib
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 from packaging.requirements import Requirement
+
+import vitnb
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -105,3 +109,10 @@ def test_the_main_dependencies_bring_jupyter_and_ipython():
         PROJECT["dependencies"]
     )
     assert "pytest" not in installed_by(PROJECT["dependencies"])
+
+
+def test_lazy_submodules_are_the_package_modules_and_every_export_resolves():
+    modules = {m.name for m in pkgutil.iter_modules(vitnb.__path__)} - {"__main__"}
+    assert vitnb._SUBMODULES == modules  # a new module is reachable as vitnb.<name>, a removed one is not listed
+    missing = [name for name in vitnb.__all__ if getattr(vitnb, name, None) is None]
+    assert missing == []  # every public name imports from the module _EXPORTS names
