@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import toy_images
+from helpers import toy_images
 
 from vitnb import VisionTransformer, preset
 from vitnb.checkpoint import load_checkpoint
