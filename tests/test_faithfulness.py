@@ -10,6 +10,7 @@ import math
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from helpers import MAPS_VIT, tiny_vit
 from matplotlib.colors import to_hex
 
 from vitnb import VisionTransformer, ViTConfig
@@ -65,15 +66,9 @@ def one_patch_images(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     return images, labels
 
 
-def tiny_vit(**changes) -> VisionTransformer:
-    """8x8 grayscale, 2x2 patches (4x4 grid), 2 blocks of 2 heads, 3 classes, weights livelier than the init."""
-    cfg = ViTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=3, embed_dim=16, depth=2, num_heads=2)
-    torch.manual_seed(0)
-    model = VisionTransformer(cfg.replace(**changes)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return model
+def maps_vit(**changes) -> VisionTransformer:
+    """The attention-map tests' tiny ViT (`helpers.MAPS_VIT`: 8x8, 2x2 patches, 3 classes, lively), with `changes`."""
+    return tiny_vit(**(MAPS_VIT | changes))
 
 
 def probability(model, images, labels) -> torch.Tensor:
@@ -177,7 +172,7 @@ def test_random_order_area_matches_chance_on_the_one_patch_model():
 @pytest.mark.parametrize("kind", ["deletion", "insertion"])
 def test_random_order_area_matches_the_mean_over_all_orders(kind):
     """On a 2x2 grid, the mean area over all 24 orders, each computed exactly, is what chance gives."""
-    model = tiny_vit(img_size=4)
+    model = maps_vit(size=4)
     image, label = torch.randn(1, 1, 4, 4), torch.tensor([1])
     orders = torch.tensor(list(itertools.permutations(range(4))))  # (24, 4): patch ids, first first
     every_order = torch.empty(24, 4).scatter_(1, orders, torch.tensor([4.0, 3, 2, 1]).expand(24, 4))
@@ -197,7 +192,7 @@ def test_random_order_area_matches_the_mean_over_all_orders(kind):
 
 
 def test_random_order_is_seeded():
-    model, images = tiny_vit(), torch.randn(3, 1, 8, 8)
+    model, images = maps_vit(), torch.randn(3, 1, 8, 8)
     first = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
     again = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
     assert first.shape == (3, 4, 4) and first.equal(again)
@@ -209,7 +204,7 @@ def test_random_order_is_seeded():
 @pytest.mark.parametrize("baseline", ["blank", "blur"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_curve_ends_are_the_clean_image_and_the_canvas(pool, baseline, k):
-    model = tiny_vit(in_chans=3, **pool)
+    model = maps_vit(in_chans=3, **pool)
     images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
     blank = [-0.5, 0.2, 1.0]  # normalised black of a three-channel data set
     canvas = fa.baseline_canvas(images, baseline, blank=blank, sigma=2)
@@ -240,7 +235,7 @@ def test_baseline_canvases():
 
 
 def test_a_canvas_tensor_is_used_as_given():
-    model, images, labels = tiny_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
+    model, images, labels = maps_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
     canvas = torch.randn(1, 8, 8)
     curves, _ = fa.perturbation_curve(model, images, labels, torch.rand(2, 4, 4), "deletion", k=16, baseline=canvas)
     torch.testing.assert_close(curves[:, 1], probability(model, canvas.expand(2, 1, 8, 8), labels), atol=1e-6, rtol=0)
@@ -249,7 +244,7 @@ def test_a_canvas_tensor_is_used_as_given():
 # --- 4. batched == one image at a time ------------------------------------------------------------------
 @pytest.mark.parametrize("pool", POOLS)
 def test_batched_equals_per_image(pool):
-    model = tiny_vit(**pool)
+    model = maps_vit(**pool)
     images, labels = torch.randn(3, 1, 8, 8), torch.tensor([2, 0, 1])
     for method in MAPS:
         batched = fa.importance(method, model, images, labels)
@@ -267,7 +262,7 @@ def test_batched_equals_per_image(pool):
 
 # --- the maps: definitions for both poolings ------------------------------------------------------------
 def test_cls_model_maps_are_the_rollout_modules_maps():
-    model, images, labels = tiny_vit(), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    model, images, labels = maps_vit(), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
     with torch.no_grad():
         _, attentions = model(images, return_attention=True)
     layout = ro.token_layout(model)
@@ -282,7 +277,7 @@ def test_cls_model_maps_are_the_rollout_modules_maps():
 
 def test_avg_pooled_maps_are_what_the_patches_receive():
     """Without a cls token the head reads the mean patch token, so the maps read the mean of the patch rows."""
-    model, images, labels = tiny_vit(**POOLS[1]), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    model, images, labels = maps_vit(**POOLS[1]), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
     with torch.no_grad():
         _, attentions = model(images, return_attention=True)
     last = attentions[-1].mean(dim=1)  # (B, 16, 16), heads averaged
@@ -297,7 +292,7 @@ def test_avg_pooled_maps_are_what_the_patches_receive():
 
 
 def test_saliency_is_input_times_gradient_summed_per_patch():
-    model, images, labels = tiny_vit(in_chans=2), torch.randn(2, 2, 8, 8), torch.tensor([1, 0])
+    model, images, labels = maps_vit(in_chans=2), torch.randn(2, 2, 8, 8), torch.tensor([1, 0])
     x = images.clone().requires_grad_()
     model(x)[torch.arange(2), labels].sum().backward()
     pixels = (images * x.grad).abs().sum(dim=1)  # (2, 8, 8)
@@ -331,7 +326,7 @@ def test_summary_statistics():
 
 
 def test_table_over_a_data_set(toy):
-    model = tiny_vit(num_classes=4)
+    model = maps_vit(classes=4)
     data = toy(n=10, size=8, classes=4)
     curves, x = fa.faithfulness_curves(model, data, n_images=7, batch_size=3, k=4, progress=False)
     assert list(curves) == list(fa.METHODS) and x.tolist() == [0, 0.25, 0.5, 0.75, 1]
@@ -350,7 +345,7 @@ def test_table_over_a_data_set(toy):
 
 
 def test_table_takes_tensors():
-    model, images, labels = tiny_vit(), torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    model, images, labels = maps_vit(), torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
     rows = fa.faithfulness_table(model, (images, labels), ["saliency"], n_images=None, k=8, progress=False)
     deleted, x = fa.perturbation_curve(
         model, images, labels, fa.saliency_importance(model, images, labels), "deletion", k=8
@@ -371,11 +366,11 @@ def test_table_takes_tensors():
 )
 def test_bad_arguments_are_rejected(toy, bad, message):
     with pytest.raises(ValueError, match=message):
-        fa.faithfulness_table(tiny_vit(num_classes=4), toy(n=10, size=8), **({"n_images": 4} | bad), progress=False)
+        fa.faithfulness_table(maps_vit(classes=4), toy(n=10, size=8), **({"n_images": 4} | bad), progress=False)
 
 
 def test_maps_on_another_grid_are_rejected():
-    model, images, labels = tiny_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    model, images, labels = maps_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="importance maps have 9 entries per image, the model 4x4 patches"):
         fa.perturbation_curve(model, images, labels, torch.rand(2, 3, 3), "deletion")
     with pytest.raises(ValueError, match="kind must be 'deletion' or 'insertion', got 'removal'"):
