@@ -44,15 +44,6 @@ TINY = Protocol(
 )
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny steps: one thread is fastest, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_changes_only_its_fields_and_runs(name):
     variant = VARIANTS[name]

@@ -27,12 +27,8 @@ FAST = dict(batch_size=16, lr=3e-3, warmup_epochs=0.5, precision="fp32", eval_ba
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny steps: one thread is fastest, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Many tiny steps in every test here: one thread (the conftest fixture)."""
 
 
 # --- the library never imports the experiments -----------------------------------------------------

@@ -93,15 +93,6 @@ def test_gradients_reach_the_encoder_and_the_decoder():
     assert mae.encoder.head.weight.grad is None  # the classifier head takes no part
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread: no OpenMP hand-off per op, no spinning on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_pretrain_mae_lowers_the_loss(toy):
     torch.manual_seed(0)
