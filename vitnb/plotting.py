@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .rollout import ForwardCache, attention_map, head_options
@@ -184,15 +185,17 @@ def plot_attention_heatmap(
     if weights.ndim != 3 or weights.shape[-1] != weights.shape[-2]:
         raise ValueError(f"expected attention weights (N, N) or (H, N, N), got {tuple(weights.shape)}")
     heads = weights.shape[0]
-    fig, axes = plt.subplots(1, heads, figsize=(cell_size * heads + 1, cell_size), squeeze=False)
+    fig, axes = plt.subplots(1, heads, figsize=(cell_size * heads + 1, cell_size), squeeze=False, layout="constrained")
     vmax = float(weights.max())
     for h, ax in enumerate(axes[0]):
         im = ax.imshow(weights[h].numpy(), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
         if num_prefix_tokens:
             for line in (ax.axhline, ax.axvline):
                 line(num_prefix_tokens - 0.5, color="cyan", linewidth=0.8)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))  # token indices: whole numbers only
         ax.set(xlabel="key token", ylabel="query token" if h == 0 else None)
-        ax.set_title(f"head {h}" if heads > 1 else "attention", fontsize="small")
+        ax.set_title(f"head {h}" if heads > 1 else "attention")
     fig.colorbar(im, ax=list(axes[0]), fraction=0.046 / heads**0.5, pad=0.02, label="weight")
     if title:
         fig.suptitle(title)
