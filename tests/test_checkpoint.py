@@ -20,6 +20,7 @@ from vitnb.checkpoint import (
     save_model,
 )
 from vitnb.cnn import resnet18
+from vitnb.train import TrainConfig, fit
 
 EXPECTED = r"is not a vitnb checkpoint .*expected a file written by vitnb.save_model / fit\(checkpoint=...\)"
 
@@ -95,6 +96,24 @@ def test_safetensors_export_round_trip(saved, tmp_path):
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(loaded(x), model(x)) and ckpt["data"] == load_checkpoint(path)["data"]
     check_compatible(ckpt, data)
+
+
+def test_a_run_with_a_weight_average_loads_and_exports_the_average(tmp_path, toy, one_thread):
+    model = tiny_vit()
+    cfg = TrainConfig(epochs=1, batch_size=16, ema_decay=0.9, precision="fp32", augment=False)
+    fit(model, toy(), None, cfg, checkpoint=tmp_path / "run.pt", progress=False, verbose=False)
+    ckpt = load_checkpoint(tmp_path / "run.pt")
+    raw = VisionTransformer(model.cfg)
+    raw.load_state_dict(ckpt["raw_model"])
+    x = torch.randn(2, 1, 8, 8)
+    for path in (tmp_path / "run.pt", export_safetensors(tmp_path / "run.pt", tmp_path / "run.safetensors")):
+        loaded, _ = load_model(path)
+        assert torch.equal(loaded(x), model(x))  # the average fit ended with
+        assert not torch.equal(loaded(x), raw.eval()(x))
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "run.safetensors", framework="pt") as f:
+        assert set(f.keys()) == set(model.state_dict())  # the average alone, not the trained weights
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):

@@ -1,5 +1,7 @@
-"""The trainer: learning, determinism, exact resume, NaN guard, any data set, clear errors on bad input."""
+"""The trainer: learning, determinism, exact resume, NaN guard, any data set, clear errors on bad input,
+the moving average of the weights (EMA) and test-time flips."""
 
+import dataclasses
 import math
 import random
 
@@ -12,6 +14,7 @@ import vitnb
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
 from vitnb.cnn import resnet18
 from vitnb.train import (
+    ModelEma,
     TrainConfig,
     cpu_has_fast_bf16,
     eval_mode,
@@ -23,6 +26,8 @@ from vitnb.train import (
     seed_everything,
     warmup_cosine,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 FAST = dict(batch_size=16, lr=3e-3, warmup_epochs=0.5, precision="fp32", eval_batch_size=64, augment=False)
 QUIET = dict(progress=False, verbose=False)
@@ -76,9 +81,10 @@ def test_training_learns_and_is_deterministic(toy):
     assert len(history.plot("toy").axes) == 3
 
 
-def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, toy):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["plain", "ema"])
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, toy, ema_decay):
     train, val = toy(), toy(32, seed=1)
-    cfg = TrainConfig(epochs=2, **FAST)
+    cfg = TrainConfig(epochs=2, ema_decay=ema_decay, **FAST)
     model = tiny_vit()
     full = fit(model, train, val, cfg, checkpoint=tmp_path / "a.pt", **QUIET)
     expected = weights(model)
@@ -98,6 +104,10 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(tmp_path, toy)
     resumed = fit(model, train, val, cfg, checkpoint=tmp_path / "b.pt", resume=True, **QUIET)
     assert_same(expected, weights(model))
     assert metrics(resumed) == metrics(full)
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    for key in ("model", "raw_model") if ema_decay else ("model",):
+        assert_same(a[key], b[key])
+    assert a.get("ema_steps") == b.get("ema_steps") == (8 if ema_decay else None)  # 2 epochs of 4 steps
 
     # max_epochs_this_run stops early; resuming once more finishes the same way
     model = tiny_vit()
@@ -120,6 +130,99 @@ def test_fit_writes_the_one_checkpoint_format(tmp_path, toy):
     again, _ = load_model(tmp_path / "m.pt")
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(again(x), model.eval()(x))
+
+
+# --- moving average of the weights and test-time flips --------------------------------------------
+def test_ema_is_the_warmed_up_average_of_the_weight_trajectory(monkeypatch, toy):
+    optimizer_step = vitnb.train.optimizer_step
+    trajectory = []  # the trained weights after every optimizer step
+
+    def recording_step(run, loss):
+        optimizer_step(run, loss)
+        trajectory.append(weights(run.model))
+
+    monkeypatch.setattr("vitnb.train.optimizer_step", recording_step)
+    model = tiny_vit()
+    expected = weights(model)  # the average starts at the initial weights
+    fit(model, toy(), None, TrainConfig(epochs=3, ema_decay=0.5, **FAST), **QUIET)
+    assert len(trajectory) == 12  # 3 epochs of 4 steps: the decay warms up (2/11, 3/12, ...) to 0.5 at step 8
+    for t, w in enumerate(trajectory, start=1):
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    ended = weights(model)
+    for k in expected:
+        torch.testing.assert_close(ended[k], expected[k], rtol=0, atol=1e-6, msg=k)
+    gap = max((ended[k] - trajectory[-1][k]).abs().max().item() for k in ended)
+    assert gap > 1e-4, gap  # the average is not the last trained weights (100 times the tolerance above)
+
+
+def test_ema_leaves_training_alone_and_saves_the_average_as_the_model(tmp_path, toy, monkeypatch):
+    train_set, val = toy(), toy(32, seed=1)
+    plain, averaged = tiny_vit(), tiny_vit()
+    history = fit(plain, train_set, val, TrainConfig(epochs=2, **FAST), checkpoint=tmp_path / "p.pt", **QUIET)
+    validated = []  # the weights fit scores on the validation set
+
+    def recording_predict(model, *args, **kwargs):
+        validated.append(weights(model))
+        return predict(model, *args, **kwargs)
+
+    monkeypatch.setattr("vitnb.train.predict", recording_predict)
+    cfg = TrainConfig(epochs=2, ema_decay=0.9, **FAST)
+    ema_history = fit(averaged, train_set, val, cfg, checkpoint=tmp_path / "e.pt", **QUIET)
+
+    ckpt = load_checkpoint(tmp_path / "e.pt")
+    assert_same(ckpt["raw_model"], weights(plain))  # the same training, bit for bit: ema_decay=0 is plain training
+    assert [m[:2] + m[3:] for m in metrics(history)] == [m[:2] + m[3:] for m in metrics(ema_history)]
+    assert "raw_model" not in load_checkpoint(tmp_path / "p.pt")
+    assert ckpt["ema_steps"] == 8 and ckpt["train_config"]["ema_decay"] == 0.9
+    assert_same(ckpt["model"], weights(averaged))  # the model ends with the average, saved as "model"
+    assert not torch.equal(ckpt["model"]["head.weight"], ckpt["raw_model"]["head.weight"])
+    assert len(validated) == 2
+    assert_same(validated[-1], ckpt["model"])  # validation scores the average
+    assert ema_history.final["val_acc"] == evaluate(averaged, val)
+
+
+def test_ema_averages_buffers_and_copies_integer_ones():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).train()
+    ema = ModelEma(model, decay=0.8)
+    start = weights(model)
+    model(torch.randn(4, 3))  # BatchNorm updates its running statistics and its batch counter
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update_parameters(model)  # step 1: d = min(0.8, 2/11)
+    d = 2 / 11
+    now, averaged = weights(model), weights(ema.module)
+    for k in ("0.weight", "1.running_mean", "1.running_var"):
+        torch.testing.assert_close(averaged[k], d * start[k] + (1 - d) * now[k], rtol=0, atol=1e-6)
+    assert averaged["1.num_batches_tracked"] == now["1.num_batches_tracked"] == 1
+    assert ema.steps == 1 and not any(p.requires_grad for p in ema.parameters())
+    again = ModelEma(model, decay=0.8)
+    again.load(ema.module.state_dict(), ema.steps)  # continue the average, as resume does
+    assert again.steps == 1 and torch.equal(again.module[0].weight, ema.module[0].weight)
+
+
+def test_predict_with_flip_averages_the_softmax_of_the_image_and_its_mirror(toy):
+    model, data = tiny_vit(lively=True), toy(16, seed=3)
+    x = data.normalize(data.images)  # (16, 1, 8, 8)
+    with torch.no_grad():
+        expected = (model(x).softmax(-1) + model(x.flip(-1)).softmax(-1)).argmax(1)
+    flipped = predict(model, data, flip=True)
+    assert torch.equal(flipped, expected)
+    assert (flipped != predict(model, data)).sum() == 3  # on this seed's batch the mirror changes 3 of 16
+    as_tensors = torch.utils.data.TensorDataset(x, data.labels)  # the generic (float image) path
+    assert torch.equal(predict(model, as_tensors, flip=True, batch_size=5), expected)
+    assert evaluate(model, data, flip=True) == (expected == data.labels).float().mean().item()
+
+
+def test_fit_validates_with_flips_when_eval_flip(toy):
+    def columns(data):  # the classes as vertical stripes, so that a mirror image looks like another class
+        return dataclasses.replace(data, images=data.images.transpose(-1, -2).contiguous())
+
+    train_set, val = columns(toy()), columns(toy(32, seed=1))
+    model = tiny_vit()
+    history = fit(model, train_set, val, TrainConfig(epochs=1, eval_flip=True, **FAST), **QUIET)
+    assert evaluate(model, val) == 1.0
+    assert history.final["val_acc"] == evaluate(model, val, flip=True) < 0.75  # mirrors vote for other classes
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, toy):
@@ -301,6 +404,18 @@ BAD_INPUT = {
     "epochs 0": (lambda tmp_path: TrainConfig(epochs=0), ValueError, "epochs must be positive, got 0"),
     "unknown precision": (lambda tmp_path: TrainConfig(precision="fp8"), ValueError, "precision must be one of"),
     "negative crop_pad": (lambda tmp_path: TrainConfig(crop_pad=-1), ValueError, "crop_pad must be an int >= 0"),
+    "ema_decay 1": (
+        lambda tmp_path: TrainConfig(ema_decay=1.0),
+        ValueError,
+        r"ema_decay must be in \[0, 1\) \(0 turns the weight average off.*got 1.0",
+    ),
+    "negative ema_decay": (lambda tmp_path: TrainConfig(ema_decay=-0.1), ValueError, r"ema_decay must be in \[0, 1\)"),
+    "ema_decay a string": (lambda tmp_path: TrainConfig(ema_decay="0.9"), ValueError, r"got '0.9'"),
+    "eval_flip a string": (
+        lambda tmp_path: TrainConfig(eval_flip="no"),
+        ValueError,
+        "eval_flip must be True or False, got 'no'",
+    ),
     "evaluate on images of another size": (
         lambda tmp_path: evaluate(tiny_vit(), toy_images(size=16)),
         ValueError,
@@ -327,6 +442,18 @@ BAD_INPUT = {
         lambda tmp_path: fit_quick(resnet18(num_classes=4), toy_images(), tmp_path, resume=True),
         ValueError,
         r"cannot resume from .*: it holds a vit model of another config than this resnet18",
+    ),
+    "resume a run without a weight average with one": (
+        lambda tmp_path: fit(
+            tiny_vit(),
+            toy_images(),
+            cfg=TrainConfig(epochs=1, ema_decay=0.9, **FAST),
+            checkpoint=tmp_path / "run.pt",
+            resume=True,
+            **QUIET,
+        ),
+        ValueError,
+        r"cannot resume from .*run.pt: it was trained without a moving average .*ema_decay=0.9; resume with .* \(0.0\)",
     ),
     "resume from a save_model file": (
         lambda tmp_path: fit_quick(tiny_vit(), toy_images(), tmp_path / "weights", resume=True),

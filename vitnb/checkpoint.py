@@ -3,7 +3,11 @@
     {"format": "vitnb", "version": 1, "kind": "vit" | "resnet18", "config": dict, "model": state_dict,
      "data": {"name", "classes", "image_shape", "mean", "std"} or None,
      # runs written by fit(checkpoint=...) add: "optimizer", "scheduler", "epoch", "history", "rng",
-     # "loader", "train_config", "precision", "world_size"}
+     # "loader", "train_config", "precision", "world_size"; with ema_decay > 0 also "raw_model" (the
+     # trained weights) and "ema_steps" (optimizer steps averaged), to resume}
+
+"model" always holds the weights to use (with ema_decay > 0, the moving average), so every reader
+(`load_model`, `export_safetensors`, the CLI) gets them without knowing how they were trained.
 
 Every file is written atomically by `atomic_write` (a uniquely named temp file in the same folder, then
 `os.replace`): a crash mid-write never leaves a half-written file where a good one was, and several

@@ -30,6 +30,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # 'auto' | 'fp32' | 'bf16' (CPU/GPU autocast) | 'amp' (CUDA fp16 + scaler)
     eval_batch_size: int = 1024
+    ema_decay: float = 0.0  # exponential moving average of the weights (e.g. 0.999); 0 = off
+    eval_flip: bool = False  # validation averages the softmax of each image and its horizontal mirror
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -43,6 +45,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.crop_pad must be an int >= 0, got {self.crop_pad!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0.0 <= decay < 1.0:
+            raise ValueError(
+                f"TrainConfig.ema_decay must be in [0, 1) (0 turns the weight average off, e.g. 0.999 averages "
+                f"about the last 1000 steps), got {self.ema_decay!r}"
+            )
+        if not isinstance(self.eval_flip, bool):
+            raise ValueError(f"TrainConfig.eval_flip must be True or False, got {self.eval_flip!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

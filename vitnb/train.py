@@ -3,13 +3,17 @@
 `fit(model, train_set, val_set, TrainConfig(...), checkpoint="runs/x.pt")` trains with AdamW, linear
 warmup then cosine decay, label smoothing and gradient clipping; shows a tqdm progress bar (loss,
 accuracy, images/s); evaluates every epoch; writes an atomic checkpoint every epoch; and returns a
-`History` that `History.plot()` draws. `resume=True` continues a killed run from its last checkpoint and
-ends with the same weights as an uninterrupted run. Under `torchrun --nproc_per_node=N` the same call
-trains with DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 logs and checkpoints.
+`History` that `History.plot()` draws. With `TrainConfig(ema_decay=0.999)` it keeps an exponential
+moving average of the weights (`ModelEma`), validates and saves it, and leaves it in the model at the
+end; `eval_flip=True` validates on each image and its mirror image (`predict(..., flip=True)`).
+`resume=True` continues a killed run from its last checkpoint and ends with the same weights as an
+uninterrupted run. Under `torchrun --nproc_per_node=N` the same call trains with
+DistributedDataParallel (gloo on CPU, nccl on GPU); every rank keeps the same EMA, rank 0 logs and
+checkpoints.
 
-fit is a few named steps: `_setup` (device, DDP, loader, optimizer), `_restore` (resume),
-`train_one_epoch` (made of `optimizer_step`s), `epoch_record` and `checkpoint_payload`. Data sets may be
-an `ImageTensorDataset` or any map-style data set of (image tensor, int label) pairs.
+fit is a few named steps: `_setup` (device, DDP, loader, optimizer, EMA), `_restore` (resume),
+`train_one_epoch` (made of `optimizer_step`s), `epoch_record` and `checkpoint_payload`. Data sets may
+be an `ImageTensorDataset` or any map-style data set of (image tensor, int label) pairs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind, save_checkpoint
@@ -195,10 +200,57 @@ def make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.o
     )
 
 
+# --- moving average of the weights ----------------------------------------------------------------
+def ema_update_fn(decay: float):
+    """AveragedModel's multi_avg_fn for an EMA whose decay warms up: min(decay, (1 + t) / (10 + t)) at step t.
+
+    It gets the averaged and the current tensors of one device and dtype, and `t` (AveragedModel's count of
+    updates so far). Integer tensors (BatchNorm's batch counter) are copied, not averaged.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], t: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        t = int(t)
+        weight = 1.0 - min(decay, (1 + t) / (10 + t))  # of the current weights
+        torch._foreach_lerp_(averaged, current, weight)  # averaged += weight * (current - averaged)
+
+    return update
+
+
+class ModelEma(AveragedModel):
+    """Exponential moving average (EMA) of a model's parameters and buffers: `ema.module` is the averaged model.
+
+    It starts as a copy of `model`. After optimizer step t (t = 1, 2, ...) `ema.update_parameters(model)` sets
+    ema = d * ema + (1 - d) * weights with d = min(decay, (1 + t) / (10 + t)), so the first steps weigh more
+    and the average leaves the initialisation quickly. torch's AveragedModel does the bookkeeping
+    (`n_averaged` = 1 + steps, a buffer) and groups the tensors by device and dtype for one fused update each.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
+        self.requires_grad_(False)
+        self.update_parameters(model)  # the copy of the initial weights: n_averaged = 1, t = 0
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps averaged so far."""
+        return int(self.n_averaged) - 1
+
+    def load(self, state_dict: dict, steps: int) -> None:
+        """Continue an average saved as (`ema.module.state_dict()`, `ema.steps`)."""
+        self.module.load_state_dict(state_dict)
+        self.n_averaged.fill_(steps + 1)
+
+
 # --- history -------------------------------------------------------------------------------------
 class History(list):
     """One dict per epoch (see `epoch_record`): epoch, train_loss, train_acc, val_acc, lr, images_per_s,
-    epoch_time, train_time (seconds in training steps so far), time (seconds so far, evaluation included)."""
+    epoch_time, train_time (seconds in training steps so far), time (seconds so far, evaluation included).
+
+    val_acc scores the weights fit validates: the moving average when ema_decay > 0, else the trained weights.
+    """
 
     def column(self, key: str) -> list:
         return [r.get(key) for r in self]
@@ -249,6 +301,16 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def class_scores(model: nn.Module, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """The model's logits (B, num_classes) for images x (B, C, H, W); with `flip`, the mean of the softmax of
+    x and of its horizontal mirror image (test-time augmentation). Either way the predicted class is the argmax."""
+    logits = model(x)  # (B, num_classes)
+    if not flip:
+        return logits
+    mirrored = model(x.flip(-1))  # the width axis
+    return (logits.float().softmax(-1) + mirrored.float().softmax(-1)) / 2
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -257,6 +319,7 @@ def predict(
     precision: str = "auto",
     device: str | torch.device | None = None,
     transform=None,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Predicted class of every image (N,), computed on the model's device.
 
@@ -264,6 +327,7 @@ def predict(
     device: move the model there first (default: leave it where it is).
     transform: maps each batch before normalisation (for an ImageTensorDataset, floats in 0..255),
         e.g. `lambda x: shift_image(x, 2, 0)`.
+    flip: average the softmax of each image and its horizontal mirror image (see `class_scores`); twice the cost.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -280,12 +344,13 @@ def predict(
             images = dataset.images[i : i + batch_size].float()  # (B, C, H, W)
             x = dataset.normalize(images if transform is None else transform(images))
             with autocast(device, precision):
-                preds.append(model(x.to(device, memory_format=memory_format)).argmax(1).cpu())
+                scores = class_scores(model, x.to(device, memory_format=memory_format), flip)  # (B, num_classes)
+            preds.append(scores.argmax(1).cpu())
     return torch.cat(preds)
 
 
 def evaluate(model: nn.Module, dataset, **kwargs) -> float:
-    """Top-1 accuracy of `model` on `dataset` (see `predict` for the data sets and options it takes)."""
+    """Top-1 accuracy of `model` on `dataset` (see `predict` for the data sets and options it takes, e.g. flip=True)."""
     dataset = as_image_dataset(dataset)
     return (predict(model, dataset, **kwargs) == dataset.labels).float().mean().item()
 
@@ -317,10 +382,16 @@ class Run:
     rank: int
     world_size: int
     checkpoint: Path | None
+    ema: ModelEma | None  # the moving average of the weights when cfg.ema_decay > 0
 
     @property
     def memory_format(self) -> torch.memory_format:
         return _memory_format(self.model)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights fit validates, saves as "model" and returns: the moving average if there is one."""
+        return self.model if self.ema is None else self.ema.module
 
 
 def _check_inputs(model, train_set, val_set, checkpoint, resume):
@@ -366,7 +437,8 @@ def _setup(model, train_set, cfg, device, checkpoint) -> tuple[Run, BatchLoader]
     scheduler = make_scheduler(optimizer, cfg, len(loader))
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    run = Run(model, net, cfg, optimizer, scheduler, scaler, device, precision, rank, world_size, checkpoint)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    run = Run(model, net, cfg, optimizer, scheduler, scaler, device, precision, rank, world_size, checkpoint, ema)
     return run, loader
 
 
@@ -396,11 +468,26 @@ def check_resumable(state: dict, model: nn.Module, path: str | Path) -> None:
         )
 
 
+def _check_same_ema(state: dict, cfg: TrainConfig, path: Path) -> None:
+    """A ValueError unless the run in `state` and this one both average the weights, or both do not."""
+    saved = "raw_model" in state
+    if saved != (cfg.ema_decay > 0):
+        had = "with a moving average of the weights" if saved else "without a moving average of the weights"
+        raise ValueError(
+            f"cannot resume from {path}: it was trained {had}, this run has ema_decay={cfg.ema_decay}; "
+            f"resume with the ema_decay of its train_config ({state.get('train_config', {}).get('ema_decay', 0.0)}) "
+            f"or write to another checkpoint path"
+        )
+
+
 def _restore(run: Run, verbose: bool) -> History:
-    """Continue the run in `run.checkpoint`: model, optimizer, scheduler and RNG state; returns its history."""
+    """Continue the run in `run.checkpoint`: model, EMA, optimizer, scheduler and RNG state; returns its history."""
     state = load_checkpoint(run.checkpoint)
     check_resumable(state, run.model, run.checkpoint)
-    run.model.load_state_dict(state["model"])
+    _check_same_ema(state, run.cfg, run.checkpoint)
+    if run.ema is not None:
+        run.ema.load(state["model"], state["ema_steps"])
+    run.model.load_state_dict(state.get("raw_model", state["model"]))
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
@@ -410,7 +497,8 @@ def _restore(run: Run, verbose: bool) -> History:
 
 
 def optimizer_step(run: Run, loss: torch.Tensor) -> None:
-    """Backward pass, gradient clipping, one optimizer step (through the AMP scaler if any), one schedule step."""
+    """Backward pass, gradient clipping, one optimizer step (through the AMP scaler if any), one schedule step,
+    one update of the moving average of the weights (if any)."""
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
@@ -425,6 +513,8 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
     else:
         run.optimizer.step()
     run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
 
 
 def _check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -468,11 +558,12 @@ def train_one_epoch(run: Run, loader: BatchLoader, epoch: int, budget: int, bar)
 
 
 def _evaluate_sharded(run: Run, dataset: ImageTensorDataset) -> float:
-    """Accuracy over the whole set, each rank scoring its own slice."""
+    """Accuracy of `run.eval_model` over the whole set (with flips if cfg.eval_flip), each rank scoring its slice."""
     part = dataset.subset(torch.arange(run.rank, len(dataset), run.world_size))
     correct = 0
     if len(part):
-        correct = (predict(run.model, part, run.cfg.eval_batch_size, run.precision) == part.labels).sum().item()
+        preds = predict(run.eval_model, part, run.cfg.eval_batch_size, run.precision, flip=run.cfg.eval_flip)
+        correct = (preds == part.labels).sum().item()
     correct, n = _all_sum([correct, len(part)], run.world_size)
     return correct / n
 
@@ -494,11 +585,17 @@ def epoch_record(run: Run, epoch: int, sums, val_acc, train_seconds: float, epoc
 
 
 def checkpoint_payload(run: Run, train_set, history: History) -> dict:
-    """Everything a checkpoint holds after an epoch: model and data (see vitnb.checkpoint), run state to resume."""
+    """Everything a checkpoint holds after an epoch: model and data (see vitnb.checkpoint), run state to resume.
+
+    "model" holds the weights to use: the moving average when there is one; then "raw_model" holds the trained
+    weights and "ema_steps" the optimizer steps averaged, to resume.
+    """
     epoch = history.final["epoch"]
+    ema = {} if run.ema is None else {"raw_model": run.model.state_dict(), "ema_steps": run.ema.steps}
     return {
         **checkpoint_header(run.model, train_set),
-        "model": run.model.state_dict(),
+        "model": run.eval_model.state_dict(),
+        **ema,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "epoch": epoch,
@@ -534,6 +631,10 @@ def fit(
 ) -> History:
     """Train `model` in place on `train_set`, evaluating on `val_set` after every epoch.
 
+    With cfg.ema_decay > 0 the model ends with the averaged weights (a `ModelEma` of the run), which are
+    also the ones validated and saved as the checkpoint's "model"; callbacks see the trained weights.
+    With cfg.eval_flip validation averages each image with its mirror image (`predict(..., flip=True)`).
+
     train_set, val_set: `ImageTensorDataset`s, or any map-style data sets of (image tensor, int label).
     checkpoint: path written atomically after every epoch (see vitnb.checkpoint for what it holds).
     resume: continue from `checkpoint` if it exists (same result as never stopping); a checkpoint of
@@ -568,5 +669,7 @@ def fit(
                 save_checkpoint(run.checkpoint, checkpoint_payload(run, train_set, history))
             for callback in callbacks:
                 callback(epoch + 1, record, model)
+    if run.ema is not None:
+        model.load_state_dict(run.ema.module.state_dict())
     model.eval()
     return history
