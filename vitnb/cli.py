@@ -150,8 +150,8 @@ def add_model_opt_argument(p: argparse.ArgumentParser) -> None:
 
 
 # --- options shared by the commands -------------------------------------------------------------
-# TrainConfig field -> (argparse type, help). Defaults are TrainConfig's own; `augment` and `precision`
-# have options of their own (--no-augment, --precision).
+# TrainConfig field -> (argparse type, help). Defaults are TrainConfig's own; `augment`, `eval_flip` and
+# `precision` have options of their own (--no-augment, --eval-flip, --precision).
 TRAIN_OPTIONS = {
     "epochs": (positive_float, "epochs to train; a fraction trains part of the last one"),
     "batch_size": (positive_int, "images per optimizer step and process"),
@@ -164,6 +164,7 @@ TRAIN_OPTIONS = {
     "crop_pad": (non_negative_int, "padding in pixels of the random crop; 0 = flips only"),
     "seed": (non_negative_int, "seed of the initialisation, the data order and the augmentation"),
     "eval_batch_size": (positive_int, "images per batch when scoring the validation set"),
+    "ema_decay": (fraction, "decay of the moving average of the weights that is validated and saved; 0 = off"),
 }
 
 
@@ -204,6 +205,12 @@ def _add_train_options(p: argparse.ArgumentParser, out: str) -> None:
         action="store_false",
         default=defaults.augment,
         help="no random crop and flip",
+    )
+    p.add_argument(
+        "--eval-flip",
+        action="store_true",
+        default=defaults.eval_flip,
+        help="validate on each image and its mirror image (mean of the two softmaxes)",
     )
     _add_precision(p, defaults.precision)
     _add_device(p)
@@ -447,7 +454,7 @@ def _check_out(args) -> None:
 
 
 def _train_config(args):
-    names = [*TRAIN_OPTIONS, "augment", "precision"]
+    names = [*TRAIN_OPTIONS, "augment", "eval_flip", "precision"]
     return TrainConfig(**{name: getattr(args, name) for name in names})
 
 
