@@ -60,6 +60,7 @@ BAD_INPUTS = {
     "batch size 2.5": (["finetune", "--batch-size", "2.5"], ["--batch-size", "expected an integer > 0"]),
     "lr 0": (["pretrain", "--lr", "0"], ["--lr", "must be > 0, got 0"]),
     "label smoothing 1": (["finetune", "--label-smoothing", "1"], ["--label-smoothing", "must be in [0, 1)"]),
+    "ema decay 1": (["finetune", "--ema-decay", "1"], ["--ema-decay", "must be in [0, 1)"]),
     "resume and overwrite": (["finetune", "--resume", "--overwrite"], ["--overwrite", "not allowed with", "--resume"]),
     "existing --out": (["finetune", "--out", "exists.pt"], ["exists.pt exists", "--resume", "--overwrite"]),
     "existing --out of pretrain": (["pretrain", "--out", "exists.pt"], ["exists.pt exists", "--resume", "--overwrite"]),
@@ -161,12 +162,15 @@ def test_help_lists_only_data_sets_the_command_takes():
 
 
 def test_training_defaults_are_train_configs():
+    """Every TrainConfig field is a CLI option whose default is TrainConfig's own."""
+    from dataclasses import fields
+
     from vitnb.train import TrainConfig
 
     args = build_parser().parse_args(["finetune"])
     defaults = TrainConfig()
-    for name in ("epochs", "batch_size", "lr", "warmup_epochs", "crop_pad", "augment", "precision", "seed"):
-        assert getattr(args, name) == getattr(defaults, name)
+    for field in fields(TrainConfig):
+        assert getattr(args, field.name) == getattr(defaults, field.name), field.name
 
 
 def test_model_opts_cast_to_the_field_types():
