@@ -31,6 +31,15 @@ def test_hybrid_preset_is_the_deep_conv_stem_under_three_blocks():
     assert model.channels_last
 
 
+def test_series_vit_preset_is_a_plain_patch4_vit():
+    model = VisionTransformer(preset("cpu_small")).eval()
+    assert isinstance(model.patch_embed.proj, torch.nn.Conv2d) and model.patch_embed.proj.kernel_size == (4, 4)
+    assert model.cls_token is None and num_params(model) == 301_930
+    logits, attentions = model(torch.randn(2, 1, 28, 28), return_attention=True)
+    assert logits.shape == (2, 10)
+    assert [a.shape for a in attentions] == [(2, 4, 49, 49)] * 4  # 7x7 tokens, no cls token
+
+
 def test_forward_and_attention_contract():
     model = VisionTransformer(preset("cpu")).eval()
     x = torch.randn(3, 1, 28, 28)

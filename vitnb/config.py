@@ -166,6 +166,13 @@ PRESETS: dict[str, ViTConfig] = {
     "cpu_p7": ViTConfig(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3),
 }
 
+# The series' ViT: a plain ViT (patch embedding, patch 4, 7x7 tokens) narrow and shallow enough to train to
+# about 89% Fashion-MNIST test accuracy in minutes on a 2-core CPU, with average pooling and sin-cos positions,
+# which learn faster than a cls token and learned positions in short runs (notebook 08).
+PRESETS["cpu_small"] = PRESETS["cpu"].replace(
+    embed_dim=96, depth=4, num_heads=4, mlp_ratio=2.0, class_token=False, global_pool="avg", pos_embed="sincos"
+)
+
 # A hybrid: the deep conv stem (64 and 128 channels) turns the image into the cpu preset's 7x7 tokens, for a
 # 3-block transformer with average pooling and sin-cos positions (benchmarks/fmnist_time_to_accuracy.py trains it).
 PRESETS["cpu_hybrid"] = PRESETS["cpu"].replace(
@@ -174,7 +181,7 @@ PRESETS["cpu_hybrid"] = PRESETS["cpu"].replace(
 
 
 def preset(name: str, **changes) -> ViTConfig:
-    """A named preset (`tiny`, `small`, `base`, `cpu`, `cpu_p7`, `cpu_hybrid`), optionally with some fields changed."""
+    """A named preset (one of `PRESETS`), optionally with some fields changed."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**changes)
