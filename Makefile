@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 data: setup
 	$(BIN)/python -m vitnb fetch-data
 
+# `make notebooks NOTEBOOKS=notebooks/01_patching.ipynb` runs only the ones named.
+NOTEBOOKS ?= notebooks/*.ipynb
 notebooks: data
-	$(BIN)/python tools/run_notebooks.py notebooks/*.ipynb
+	$(BIN)/python tools/run_notebooks.py $(NOTEBOOKS)
 
 # The quick notebook run keeps its checkpoints in runs/quick, so it never replaces the full run's models.
 test: data
