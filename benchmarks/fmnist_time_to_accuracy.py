@@ -15,6 +15,9 @@ The default model is preset `cpu_small`, the series' plain ViT (patch 4, 7x7 tok
 
 Targets are stated for fp32 on a 2-core AVX2 CPU. On a CPU with AVX512, `ONEDNN_MAX_CPU_ISA=AVX2
 ATEN_CPU_CAPABILITY=avx2` restricts PyTorch to its AVX2 kernels (the script reports whether they are set).
+On another CPU, `--calibrate` times a reference ViT (patch 4, dim 128, depth 6, 4 heads, average pooling,
+batch 128, fp32), which trains at about 250 images/s on a 2-core AVX2 CPU, and scales `--max-minutes`
+by this machine's speed on it, so the budget is the same amount of work as on that CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import os
 import platform
 import statistics
+import time
 
 import torch
 
@@ -47,6 +51,26 @@ def cpu_description() -> str:
     isa = ", ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ)
     bf16 = "hardware bf16" if cpu_has_fast_bf16() else "no hardware bf16"
     return f"{name}, {os.cpu_count()} cores, {bf16}" + (f", restricted to {isa}" if isa else "")
+
+
+REFERENCE_IMAGES_PER_S = 250.0  # the reference ViT's training speed on a 2-core AVX2 CPU, fp32
+
+
+def reference_images_per_s(steps: int = 20, batch_size: int = 128) -> float:
+    """Training images/s of the reference ViT on random data here (median step time, fp32)."""
+    cfg = preset("cpu", embed_dim=128, depth=6, num_heads=4, class_token=False, global_pool="avg", pos_embed="sincos")
+    model = VisionTransformer(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    times = []
+    for _ in range(steps + 3):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+    return batch_size / statistics.median(times[3:])  # the first steps warm up the allocator and kernels
 
 
 def run_seed(args, seed: int, train, test) -> dict:
@@ -103,6 +127,9 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.90, 0.92])
     parser.add_argument("--max-minutes", type=float, default=10, help="training-time budget per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--calibrate", action="store_true", help="scale --max-minutes to the reference 2-core AVX2 CPU's speed"
+    )
     args = parser.parse_args()
     if args.no_augment and args.crop_pad:
         parser.error("--no-augment turns off every augmentation, so --crop-pad would be ignored; pass one or the other")
@@ -113,6 +140,14 @@ def main() -> None:
     device = pick_device()
     print(f"CPU: {cpu_description()}; {torch.get_num_threads()} torch threads")
     print(f"device {device}, precision {resolve_precision(args.precision, device)}, torch {torch.__version__}")
+    if args.calibrate:
+        speed = reference_images_per_s()
+        budget = args.max_minutes * REFERENCE_IMAGES_PER_S / speed
+        print(
+            f"reference ViT: {speed:.0f} img/s here, {REFERENCE_IMAGES_PER_S:.0f} on a 2-core AVX2 CPU: "
+            f"{args.max_minutes:g} min there = {budget:.2f} min here"
+        )
+        args.max_minutes = budget
     results = []
     for seed in args.seeds:
         r = run_seed(args, seed, train, test)
