@@ -21,6 +21,7 @@ from vitnb.train import (
     evaluate,
     fit,
     freeze_all_but_head,
+    pick_device,
     predict,
     resolve_precision,
     seed_everything,
@@ -480,3 +481,15 @@ def test_bad_input_gets_a_clear_error_and_changes_no_file(case, finished_run):
     with pytest.raises(error, match=match):
         call(finished_run)
     assert {p: p.read_bytes() for p in finished_run.rglob("*.pt")} == before  # nothing written or overwritten
+
+
+@pytest.mark.parametrize(
+    "asked, local_rank, expected",
+    [("cuda", "1", "cuda:1"), ("cuda:0", "1", "cuda:0"), ("cuda", None, "cuda"), ("cpu", "1", "cpu")],
+)
+def test_pick_device_gives_each_torchrun_process_its_own_gpu(monkeypatch, asked, local_rank, expected):
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    assert pick_device(asked) == torch.device(expected)

@@ -115,7 +115,7 @@ class DeepConvStemEmbed(ConvStemEmbed):
 
     Twice the stem's convolutions and receptive field, a step toward the ViT paper's hybrid, whose tokens
     come from a CNN's feature map. On Fashion-MNIST it learns much faster per image than `ConvStemEmbed`
-    (README, time to accuracy).
+    (benchmarks/RESULTS.md, time to accuracy).
     """
 
     convs_per_stage = 2

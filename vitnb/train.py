@@ -47,15 +47,23 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` if given (or $VITNB_DEVICE), else cuda, then mps, then cpu."""
+    """`device` if given (or $VITNB_DEVICE), else cuda, then mps, then cpu.
+
+    Under torchrun a bare 'cuda' means this process's own GPU, cuda:$LOCAL_RANK, so N processes on one
+    machine use N GPUs.
+    """
     device = device or os.environ.get("VITNB_DEVICE")
     if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        device = torch.device(device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -98,6 +106,8 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
         return 0, 1
     if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # nccl binds each process to its own GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
