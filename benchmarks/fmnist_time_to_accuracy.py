@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_small", help="vitnb preset to train (default: the series' ViT)")
     add_model_opt_argument(parser)
-    parser.add_argument("--epochs", type=float, default=7, help="length of the cosine schedule")
+    parser.add_argument("--epochs", type=float, default=6.5, help="length of the cosine schedule")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
