@@ -297,3 +297,9 @@ def test_experiment_figures(toy):
     plt.close(fig)
     with pytest.raises(ValueError, match="'a' has 2 accuracies for 3 shifts"):
         plot_translation({"a": [0.9, 0.8]}, shifts=(0, 1, 2))
+
+
+def test_shown_path_hides_the_machines_folders(monkeypatch, tmp_path):
+    monkeypatch.setenv("VITNB_RUNS", str(tmp_path / "runs"))
+    assert paths.shown_path(paths.run_path("runs/06/vit.pt")) == Path("runs/06/vit.pt")
+    assert paths.shown_path("/elsewhere/vit.pt") == Path("/elsewhere/vit.pt")

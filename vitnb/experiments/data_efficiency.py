@@ -22,7 +22,7 @@ from ..data import ImageTensorDataset, fashion_mnist
 from ..model import VisionTransformer
 from ..patches import shift_image
 from ..train import TrainConfig, evaluate, fit
-from .paths import FMNIST_VIT_PATH, run_path
+from .paths import FMNIST_VIT_PATH, run_path, shown_path
 from .pretraining import VIT_PRESET, from_pretrained
 from .profiles import get_profile
 from .results import markdown_table, summarize
@@ -49,12 +49,15 @@ def load_or_train_fmnist_vit(
         model, ckpt = load_model(path)
         if not (ckpt.get("profile") == "quick" and profile.name == "full"):
             if verbose:
-                print(f"loaded {path} (test accuracy {ckpt.get('test_acc', float('nan')):.4f})")
+                print(f"loaded {shown_path(path)} (test accuracy {ckpt.get('test_acc', float('nan')):.4f})")
             return model
     epochs = epochs or profile.fmnist_vit_fallback_epochs
     per_class = labels_per_class or profile.fmnist_vit_fallback_per_class
     if verbose:
-        print(f"no trained model at {path}: training a stand-in ({epochs} epochs, {per_class} labels per class)")
+        print(
+            f"no trained model at {shown_path(path)}: "
+            f"training a stand-in ({epochs} epochs, {per_class} labels per class)"
+        )
     train, test = fashion_mnist(True), fashion_mnist(False)
     model = VisionTransformer(preset(VIT_PRESET))
     fit(
@@ -70,7 +73,7 @@ def load_or_train_fmnist_vit(
         path, model, dataset=train, test_acc=test_acc, profile=profile.name, labels_per_class=per_class, epochs=epochs
     )
     if verbose:
-        print(f"test accuracy {test_acc:.4f}; saved to {path}")
+        print(f"test accuracy {test_acc:.4f}; saved to {shown_path(path)}")
     return model.eval()
 
 

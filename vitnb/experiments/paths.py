@@ -30,3 +30,9 @@ def run_path(path: str | os.PathLike) -> Path:
     if "VITNB_RUNS" in os.environ and path.parts[:1] == ("runs",):
         return Path(os.environ["VITNB_RUNS"]).joinpath(*path.parts[1:])
     return runs_root() / path
+
+
+def shown_path(path: str | os.PathLike) -> Path:
+    """`path` as messages show it: relative to `runs_root()` when it lies there, so no machine's folders leak out."""
+    path = Path(path)
+    return path.relative_to(runs_root()) if path.is_relative_to(runs_root()) else path

@@ -18,7 +18,7 @@ from ..config import ViTConfig, preset
 from ..data import ImageTensorDataset
 from ..model import VisionTransformer
 from ..train import TrainConfig, fit, freeze_all_but_head
-from .paths import FRACTAL_VIT_PATH, run_path
+from .paths import FRACTAL_VIT_PATH, run_path, shown_path
 from .profiles import get_profile
 
 VIT_PRESET = "cpu_p7"  # the ViT that notebooks 05-07 pretrain, finetune and inspect
@@ -66,7 +66,7 @@ def load_or_pretrain_fractal_vit(path: str | os.PathLike = FRACTAL_VIT_PATH) -> 
     """The path of notebook 05's pretrained checkpoint, pretraining one first (profile sizes) if it is missing."""
     path = run_path(path)
     if not path.exists():
-        print(f"no pretrained checkpoint at {path}: pretraining one now (notebook 05 does the same)")
+        print(f"no pretrained checkpoint at {shown_path(path)}: pretraining one now (notebook 05 does the same)")
         pretrain_fractal(path)
     return path
 
