@@ -21,7 +21,7 @@ from ..train import TrainConfig, fit, freeze_all_but_head
 from .paths import FRACTAL_VIT_PATH, run_path, shown_path
 from .profiles import get_profile
 
-VIT_PRESET = "cpu_p7"  # the ViT that notebooks 05-07 pretrain, finetune and inspect
+VIT_PRESET = "cpu_small"  # the series' ViT: notebooks 05-07 pretrain, finetune and inspect it
 
 
 def train_val_split(
