@@ -19,7 +19,7 @@ from vitnb.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from vitnb.cnn import resnet18
+from vitnb.cnn import resnet18, resnet_small
 from vitnb.train import TrainConfig, fit
 
 EXPECTED = r"is not a vitnb checkpoint .*expected a file written by vitnb.save_model / fit\(checkpoint=...\)"
@@ -63,7 +63,37 @@ def test_resnet18_uses_the_same_format(tmp_path, toy):
     path = save_model(tmp_path / "r.pt", model, toy(8))
     loaded, ckpt = load_model(path)
     x = torch.randn(2, 1, 8, 8)
-    assert ckpt["kind"] == "resnet18" and type(loaded).__name__ == "ResNet18"
+    assert ckpt["kind"] == "resnet" and type(loaded).__name__ == "ResNet"
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_small_resnet_round_trips_its_widths_and_depths(tmp_path, toy):
+    model = resnet_small(in_chans=1, num_classes=4).eval()
+    loaded, ckpt = load_model(save_model(tmp_path / "s.pt", model, toy(8)))
+    assert (
+        (loaded.cfg.widths, loaded.cfg.depths)
+        == ((16, 32, 64, 128), (1, 1, 1, 1))
+        == (ckpt["config"]["widths"], ckpt["config"]["depths"])
+    )
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_resnet18_checkpoint_of_the_older_kind_name_loads(tmp_path):
+    model = resnet18(num_classes=3).eval()
+    torch.save(
+        {
+            "format": "vitnb",
+            "version": 1,
+            "kind": "resnet18",
+            "config": {"in_chans": 1, "num_classes": 3},
+            "model": model.state_dict(),
+        },
+        tmp_path / "r18.pt",
+    )
+    loaded, ckpt = load_model(tmp_path / "r18.pt")
+    x = torch.randn(1, 1, 8, 8)
+    assert ckpt["kind"] == "resnet" and loaded.cfg.widths == (64, 128, 256, 512)
     assert torch.equal(loaded(x), model(x))
 
 

@@ -205,7 +205,7 @@ def test_train_evaluate_predict_export_on_an_image_folder(tmp_path, monkeypatch,
     fast = ["--batch-size", "8", "--precision", "fp32", "--no-progress"]
     assert main([*run, "--epochs", "1", *fast]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^model +vit, [\d,]+ parameters, new ViT \(preset cpu_p7\)$", out, re.M)
+    assert re.search(r"^model +vit, [\d,]+ parameters, new ViT \(preset cpu_small\)$", out, re.M)
     assert f"data      folder:{pets}: 16 training images / 16 validation (3x12x12, 2 classes)" in out
     assert "device    cpu, precision fp32" in out
     assert "output    pets.pt (run folder pets.run)" in out

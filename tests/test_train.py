@@ -12,7 +12,7 @@ from PIL import Image
 
 import vitnb
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
-from vitnb.cnn import resnet18
+from vitnb.cnn import PixelClassifier, resnet18, resnet_small
 from vitnb.train import (
     ModelEma,
     TrainConfig,
@@ -304,6 +304,25 @@ def test_eval_mode_restores_the_mode_it_found(toy):
     assert model.training and model.blocks[0].training and not model.blocks[1].training
 
 
+def test_the_small_resnet_has_the_series_vits_size():
+    model = resnet_small()
+    widths = [model.conv1.out_channels] + [getattr(model, f"layer{i}")[0].conv2.out_channels for i in (1, 2, 3, 4)]
+    assert widths == [16, 16, 32, 64, 128] and [len(getattr(model, f"layer{i}")) for i in (1, 2, 3, 4)] == [1] * 4
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    vit = sum(p.numel() for p in vitnb.VisionTransformer(vitnb.preset("cpu_small")).parameters())
+    assert abs(sum(p.numel() for p in model.parameters()) / vit - 1) < 0.05
+
+
+def test_the_pixel_floor_learns_a_linearly_separable_task():
+    data = toy_images(64, size=8, classes=4)  # class c brightens rows c and c + 4: a linear rule
+    model = PixelClassifier(in_chans=1, num_classes=4, img_size=8)
+    assert evaluate(model, data) < 0.9
+    fit(model, data, None, TrainConfig(epochs=20, **FAST), **QUIET)
+    assert evaluate(model, data) == 1.0
+    with pytest.raises(ValueError, match="8"):
+        fit(model, toy_images(8, size=6), None, TrainConfig(epochs=1, batch_size=4), **QUIET)
+
+
 @pytest.mark.slow  # an 11M-parameter CNN
 def test_resnet18_trains_with_the_same_trainer(tmp_path, toy):
     model = resnet18(in_chans=1, num_classes=4)
@@ -312,7 +331,7 @@ def test_resnet18_trains_with_the_same_trainer(tmp_path, toy):
     assert sum(p.numel() for p in model.parameters()) == 11_169_732
     fit(model, toy(32), None, TrainConfig(epochs=1, **FAST), checkpoint=tmp_path / "r.pt", **QUIET)
     again, ckpt = load_model(tmp_path / "r.pt")
-    assert ckpt["kind"] == "resnet18"
+    assert ckpt["kind"] == "resnet"
     assert torch.equal(predict(again, toy(8)), predict(model, toy(8)))
     freeze_all_but_head(again)
     assert [n for n, p in again.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
@@ -432,7 +451,7 @@ BAD_INPUT = {
             torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)), toy_images(), tmp_path
         ),
         ValueError,
-        "vitnb checkpoints hold a VisionTransformer or a ResNet18, not a Sequential",
+        "vitnb checkpoints hold a VisionTransformer or a ResNet, not a Sequential",
     ),
     "resume with another config of the same shapes": (
         lambda tmp_path: fit_quick(tiny_vit(drop_path_rate=0.1), toy_images(), tmp_path, resume=True),
@@ -442,7 +461,7 @@ BAD_INPUT = {
     "resume a ViT run with a ResNet": (
         lambda tmp_path: fit_quick(resnet18(num_classes=4), toy_images(), tmp_path, resume=True),
         ValueError,
-        r"cannot resume from .*: it holds a vit model of another config than this resnet18",
+        r"cannot resume from .*: it holds a vit model of another config than this resnet",
     ),
     "resume a run without a weight average with one": (
         lambda tmp_path: fit(

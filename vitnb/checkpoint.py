@@ -1,6 +1,6 @@
 """Checkpoints: one format for every model kind, plain dicts loadable with `torch.load(weights_only=True)`.
 
-    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet18", "config": dict, "model": state_dict,
+    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet", "config": dict, "model": state_dict,
      "data": {"name", "classes", "image_shape", "mean", "std"} or None,
      # runs written by fit(checkpoint=...) add: "optimizer", "scheduler", "epoch", "history", "rng",
      # "loader", "train_config", "precision", "world_size"; with ema_decay > 0 also "raw_model" (the
@@ -27,12 +27,12 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
-from .cnn import CNNConfig, ResNet18
+from .cnn import CNNConfig, ResNet
 from .config import ViTConfig
 from .model import VisionTransformer
 
 FORMAT, VERSION = "vitnb", 1
-KINDS = {"vit": (ViTConfig, VisionTransformer), "resnet18": (CNNConfig, ResNet18)}  # kind -> (config, model)
+KINDS = {"vit": (ViTConfig, VisionTransformer), "resnet": (CNNConfig, ResNet)}  # kind -> (config, model)
 EXPECTED = "expected a file written by vitnb.save_model / fit(checkpoint=...)"
 
 
@@ -61,12 +61,12 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'vit' or 'resnet18'; a ValueError for a model this format cannot rebuild."""
+    """'vit' or 'resnet'; a ValueError for a model this format cannot rebuild."""
     for kind, (_, cls) in KINDS.items():
         if isinstance(model, cls):
             return kind
     raise ValueError(
-        f"vitnb checkpoints hold a VisionTransformer or a ResNet18, not a {type(model).__name__}; "
+        f"vitnb checkpoints hold a VisionTransformer or a ResNet, not a {type(model).__name__}; "
         f"save another module's weights with torch.save(model.state_dict(), path)"
     )
 
@@ -89,7 +89,7 @@ def checkpoint_header(model: nn.Module, dataset=None) -> dict:
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, dataset=None, **extra) -> Path:
-    """Save a ViT or ResNet18 with its config (and `dataset`'s name, classes and preprocessing, if given)."""
+    """Save a ViT or ResNet with its config (and `dataset`'s name, classes and preprocessing, if given)."""
     return save_checkpoint(path, {**checkpoint_header(model, dataset), "model": model.state_dict(), **extra})
 
 
@@ -130,9 +130,10 @@ def _validated(ckpt, path: Path) -> dict:
             why = f"keys {sorted(map(str, ckpt))[:8]}, no 'config' and 'model'"
         raise _not_a_checkpoint(path, why)
     kind = ckpt.get("kind", "vit")
+    kind = "resnet" if kind == "resnet18" else kind  # the name of the kind when ResNet-18 was the only ResNet
     if kind not in KINDS:
         raise _not_a_checkpoint(path, f"unknown model kind {kind!r}; known: {sorted(KINDS)}")
-    return {"format": FORMAT, "version": 0, "kind": kind, "data": None, **ckpt}
+    return {"format": FORMAT, "version": 0, "data": None, **ckpt, "kind": kind}
 
 
 def _read_safetensors(path: Path) -> dict:

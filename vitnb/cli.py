@@ -36,7 +36,10 @@ PROG = "python -m vitnb"
 DATASETS = ("fashion_mnist", "cifar10", "cifar100")  # and folder:PATH, an ImageFolder of your own
 FRACTAL = "fractal"  # pretrain's formula-driven corpus, generated offline (vitnb.fractal)
 # Defaults of the CLI's own choices (training hyper-parameters default to TrainConfig's).
-DEFAULT_PRESET = "cpu_p7"  # a 6-block ViT on a 4x4 grid of 7x7 patches: quick to train on 28x28 images
+RESNETS = {"resnet18": "ResNet-18", "resnet_small": "small ResNet"}  # --model choices besides vit: vitnb.cnn's
+DEFAULT_PRESET = (
+    "cpu_small"  # the series' ViT: patch 4, 4 blocks of width 96, about 88% on Fashion-MNIST in 10 CPU minutes
+)
 FRACTAL_CLASSES, FRACTAL_PER_CLASS, FRACTAL_IMG_SIZE = 1000, 40, 28  # 40,000 images, as in notebook 05
 
 
@@ -229,7 +232,7 @@ def _add_train_options(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser, when: str = "") -> None:
-    p.add_argument("--model", default=None, choices=["vit", "resnet18"], help=f"architecture{when} (default: vit)")
+    p.add_argument("--model", default=None, choices=["vit", *RESNETS], help=f"architecture{when} (default: vit)")
     p.add_argument(
         "--preset",
         default=None,
@@ -473,8 +476,8 @@ def _check_model_args(args) -> None:
             )
     elif getattr(args, "mode", "full") == "linear":
         raise UsageError("--mode linear trains the head of a pretrained model; pass --checkpoint")
-    if args.model == "resnet18" and (opts or args.preset):
-        raise UsageError("--preset and --model-opt build a ViT; --model resnet18 takes neither")
+    if args.model in RESNETS and (opts or args.preset):
+        raise UsageError(f"--preset and --model-opt build a ViT; --model {args.model} takes neither")
     clash = sorted(set(opts) & {"img_size", "in_chans", "num_classes"})
     if clash:
         raise UsageError(f"--model-opt {', '.join(clash)}: set by the data set (use --img-size to resize images)")
@@ -482,13 +485,14 @@ def _check_model_args(args) -> None:
 
 def _new_model(args, train):
     """A freshly initialised model (--model, --preset, --model-opt) shaped for the training set, and its name."""
-    from .cnn import resnet18
+    from . import cnn
     from .config import preset
     from .model import VisionTransformer
 
     c, h, _ = train.image_shape
-    if args.model == "resnet18":
-        return resnet18(in_chans=c, num_classes=train.num_classes, img_size=h), "new ResNet-18"
+    if args.model in RESNETS:
+        model = getattr(cnn, args.model)(in_chans=c, num_classes=train.num_classes, img_size=h)
+        return model, f"new {RESNETS[args.model]}"
     name = args.preset or DEFAULT_PRESET
     cfg = preset(name, img_size=h, in_chans=c, num_classes=train.num_classes, **model_opts(args.model_opt))
     return VisionTransformer(cfg), f"new ViT (preset {name})"

@@ -1,8 +1,14 @@
-"""The CNN baseline: torchvision's ResNet-18, adapted to small grayscale images.
+"""The CNN baselines: torchvision's ResNet, adapted to small grayscale images, in two sizes.
 
 ImageNet's stem (7x7 conv stride 2, then a stride-2 max-pool) shrinks a 28x28 image to 7x7 before the
 first residual block; for small images the usual change (as for CIFAR) is a 3x3 stride-1 stem and no
 max-pool, so the four stages see 28 -> 28 -> 14 -> 7 -> 4 pixels.
+
+- `resnet18()`: the standard widths (64, 128, 256, 512) and two basic blocks per stage, 11.2M parameters.
+- `resnet_small()`: widths (16, 32, 64, 128) and one block per stage, 0.3M parameters, sized to match the
+  series' ViT (`cpu_small`) in parameters and in training time per image, so the two compare at equal cost.
+
+`PixelClassifier` is the floor: logistic regression on the pixels.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 
 @dataclass(frozen=True)
@@ -18,7 +25,18 @@ class CNNConfig:
     in_chans: int = 1
     num_classes: int = 10
     img_size: int = 28  # informational: the network accepts any size (global average pooling)
+    widths: tuple[int, ...] = (64, 128, 256, 512)  # channels of the four stages (stages 2-4 halve the resolution)
+    depths: tuple[int, ...] = (2, 2, 2, 2)  # basic blocks per stage: (2, 2, 2, 2) is ResNet-18
     any_size: bool = True  # tells the trainer's shape check that only the channel count must match
+
+    def __post_init__(self) -> None:
+        # a config read back from JSON or a checkpoint holds lists
+        object.__setattr__(self, "widths", tuple(self.widths))
+        object.__setattr__(self, "depths", tuple(self.depths))
+        if len(self.widths) != 4 or len(self.depths) != 4 or min(self.widths + self.depths) < 1:
+            raise ValueError(
+                f"CNNConfig needs four positive stage widths and depths, got widths={self.widths}, depths={self.depths}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -31,16 +49,30 @@ class CNNConfig:
         return CNNConfig(**{**self.to_dict(), **changes})
 
 
-class ResNet18(torchvision.models.ResNet):
-    """torchvision's ResNet-18 with a 3x3 stride-1 stem, no max-pool, `in_chans` input channels."""
+class ResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with basic blocks, the stage widths and depths of `cfg`, a 3x3 stride-1 stem,
+    no max-pool and `in_chans` input channels. Parameter names are torchvision's (conv1, layer1.0.conv1, fc)."""
 
     channels_last = True  # the trainer feeds it NHWC (channels_last) tensors, which CPUs convolve faster
 
     def __init__(self, cfg: CNNConfig | None = None, **kwargs):
         cfg = cfg or CNNConfig(**kwargs)
-        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=cfg.num_classes)
+        super().__init__(BasicBlock, list(cfg.depths), num_classes=cfg.num_classes)
         self.cfg = cfg
-        self.conv1 = nn.Conv2d(cfg.in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        if cfg.widths != (64, 128, 256, 512):  # torchvision fixes the widths: rebuild the stages with ours
+            self.inplanes = cfg.widths[0]
+            self.bn1 = nn.BatchNorm2d(cfg.widths[0])
+            self.layer1 = self._make_layer(BasicBlock, cfg.widths[0], cfg.depths[0])
+            for i in (1, 2, 3):
+                setattr(self, f"layer{i + 1}", self._make_layer(BasicBlock, cfg.widths[i], cfg.depths[i], stride=2))
+            self.fc = nn.Linear(cfg.widths[3], cfg.num_classes)
+            for m in self.modules():  # torchvision's init for the rebuilt layers
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+        self.conv1 = nn.Conv2d(cfg.in_chans, cfg.widths[0], kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = nn.Identity()
 
@@ -49,6 +81,31 @@ class ResNet18(torchvision.models.ResNet):
         self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.conv1.weight.device)
 
 
-def resnet18(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> ResNet18:
+def resnet18(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> ResNet:
     """A ResNet-18 for small images (e.g. 28x28 grayscale Fashion-MNIST): 11.2M parameters."""
-    return ResNet18(CNNConfig(in_chans=in_chans, num_classes=num_classes, img_size=img_size))
+    return ResNet(CNNConfig(in_chans=in_chans, num_classes=num_classes, img_size=img_size))
+
+
+def resnet_small(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> ResNet:
+    """A ResNet-10 of widths 16-128 for small images: 0.3M parameters, the series' ViT's size and cost."""
+    cfg = CNNConfig(in_chans, num_classes, img_size, widths=(16, 32, 64, 128), depths=(1, 1, 1, 1))
+    return ResNet(cfg)
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    in_chans: int = 1
+    num_classes: int = 10
+    img_size: int = 28
+
+
+class PixelClassifier(nn.Module):
+    """A linear classifier on the raw pixels (multinomial logistic regression): the floor any image model must beat."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 10, img_size: int = 28):
+        super().__init__()
+        self.cfg = PixelConfig(in_chans, num_classes, img_size)  # the trainer checks the input shape against it
+        self.fc = nn.Linear(in_chans * img_size * img_size, num_classes)
+
+    def forward(self, x):  # (B, C, H, W) -> (B, classes)
+        return self.fc(x.flatten(1))
