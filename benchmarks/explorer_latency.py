@@ -3,9 +3,9 @@ to new PNG bytes in the picture widget (what the kernel does before the browser 
 
 Usage: .venv/bin/python benchmarks/explorer_latency.py [--updates 50] [--checkpoint PATH]
 
-The CPU-sized model (preset 'cpu': 28x28x1, patch 4, dim 192, depth 6) on the Fashion-MNIST test set.
-Weights barely matter for speed; the finetuned checkpoint of notebook 06 is used if it exists, else
-random weights. Target: a median of at most 100 ms per update.
+The series' ViT (preset 'cpu_small': 28x28x1, patch 4, a 7x7 grid, dim 96, depth 4, average pooling) on the
+Fashion-MNIST test set. Weights barely matter for speed; notebook 06's checkpoint is used if it exists,
+else random weights. Target: a median of at most 100 ms per update.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import vitnb
 from vitnb.checkpoint import load_model
 from vitnb.data import fashion_mnist
+from vitnb.experiments.pretraining import VIT_PRESET
 from vitnb.widgets import PREDICTED, AttentionExplorer
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "runs" / "06_finetuning" / "vit_fmnist.pt"
@@ -48,7 +49,7 @@ def main() -> None:
         model, _ = load_model(args.checkpoint)
         weights = str(args.checkpoint)
     else:
-        model = vitnb.VisionTransformer(vitnb.preset("cpu")).eval()
+        model = vitnb.VisionTransformer(vitnb.preset(VIT_PRESET)).eval()
         weights = "random (no checkpoint)"
     dataset = fashion_mnist(train=False)
     # A notebook has usually run batches through the model before it opens the explorer, which leaves
@@ -69,7 +70,15 @@ def main() -> None:
         explorer.head, list(itertools.islice(itertools.cycle(heads), n))
     )
     explorer.head.value = "mean"
-    results["query"] = time_updates(explorer.query, [1 + (7 * i) % explorer.query.max for i in range(n)])
+    queries = [value for _, value in explorer.query.options]
+    results["query"] = time_updates(explorer.query, [queries[(7 * i) % len(queries)] for i in range(1, n + 1)])
+    buttons = explorer.query_grid.children
+    clicks = []
+    for i in range(1, n + 1):
+        start = time.perf_counter()
+        buttons[(5 * i) % len(buttons)].click()
+        clicks.append((time.perf_counter() - start) * 1e3)
+    results["query (click a patch)"] = clicks
     results["opacity"] = time_updates(explorer.opacity, [0.05 + 0.9 * ((i * 7) % 19) / 18 for i in range(n)])
     results["image (cached)"] = time_updates(explorer.image, [i % 2 for i in range(n)])
     results["image (new: forward pass)"] = time_updates(explorer.image, range(100, 100 + n))
@@ -82,7 +91,8 @@ def main() -> None:
     results["image (new, gradient rollout shown)"] = time_updates(explorer.image, range(200, 200 + n))
 
     print(f"attention explorer, one update per control value; {n} updates each")
-    print(f"model: preset 'cpu' ({vitnb.num_params(model) / 1e6:.2f} M parameters), weights: {weights}")
+    cfg, size = model.cfg, vitnb.num_params(model) / 1e6
+    print(f"model: dim {cfg.embed_dim}, depth {cfg.depth} ({size:.2f} M parameters), weights: {weights}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(f"{'control':40s} {'median ms':>10s} {'p90 ms':>8s} {'max ms':>8s}")
     for name, times in results.items():

@@ -218,6 +218,29 @@ def test_curve_ends_are_the_clean_image_and_the_canvas(pool, baseline, k):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("baseline", ["blank", "blur"])
+def test_shared_ends_give_the_same_curves(pool, baseline):
+    """`end_probabilities` once per batch, passed as `ends`, replaces the first and last steps, nothing else."""
+    model = maps_vit(**pool)
+    images, labels = torch.randn(3, 1, 8, 8), torch.tensor([2, 0, 1])
+    ends = fa.end_probabilities(model, images, labels, baseline=baseline, blank=-0.4)
+    canvas = fa.baseline_canvas(images, baseline, blank=-0.4, sigma=2)
+    torch.testing.assert_close(ends[0], probability(model, images, labels))
+    torch.testing.assert_close(ends[1], probability(model, canvas, labels))
+    scores = fa.saliency_importance(model, images, labels)
+    for kind in ("deletion", "insertion"):
+        for k in (1, 5, 16):
+            options = dict(k=k, baseline=baseline, blank=-0.4)
+            computed, x = fa.perturbation_curve(model, images, labels, scores, kind, **options)
+            shared, x_shared = fa.perturbation_curve(model, images, labels, scores, kind, ends=ends, **options)
+            torch.testing.assert_close(shared, computed, atol=1e-6, rtol=0)
+            assert x_shared.equal(x)
+    swapped = (ends[1], ends[0])  # the ends really are read from `ends`
+    deleted, _ = fa.perturbation_curve(model, images, labels, scores, "deletion", ends=swapped, baseline=baseline)
+    assert deleted[:, 0].equal(ends[1]) and deleted[:, -1].equal(ends[0])
+
+
 def test_baseline_canvases():
     images = torch.randn(2, 3, 8, 8)
     blank = fa.baseline_canvas(images, "blank", blank=[-1.0, 0.0, 2.0])

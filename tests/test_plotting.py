@@ -82,11 +82,14 @@ def test_min_max_and_display_image():
     torch.testing.assert_close(plotting.display_image(normalised), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
 
 
-def test_upsampled_heat_is_bilinear_then_min_max():
-    heat = torch.tensor([[0.0, 2.0], [4.0, 6.0]])
-    up = plotting.upsampled_heat(heat, (4, 4))
-    expected = F.interpolate(heat[None, None], size=(4, 4), mode="bilinear", align_corners=False)[0, 0]
-    torch.testing.assert_close(up, (expected - expected.min()) / (expected.max() - expected.min()))
+def test_upsampled_heat_repeats_each_token_over_its_patch():
+    """No smoothing: every pixel of patch (r, c) shows token (r, c)'s value, so a block is a token."""
+    heat = torch.tensor([[0.0, 2.0, 1.0], [4.0, 6.0, 3.0]])
+    raw = plotting.upsampled_heat(heat, (8, 12), scale=False)
+    expected = heat.repeat_interleave(4, dim=0).repeat_interleave(4, dim=1)  # (8, 12)
+    torch.testing.assert_close(raw, expected)
+    up = plotting.upsampled_heat(heat, (8, 12))
+    torch.testing.assert_close(up, expected / 6.0)  # then min-max scaled
     assert (up.min(), up.max()) == (0.0, 1.0)
 
 
@@ -115,6 +118,56 @@ def test_plot_mean_attention_distance_one_scatter_per_head():
         np.testing.assert_allclose(
             scatter.get_offsets(), np.stack([np.arange(1, 5), distance[:, head].numpy()], axis=1)
         )
+    plt.close(fig)
+
+
+def test_plot_attention_distance_by_depth_draws_each_model_and_the_reference():
+    distances = {"trained": torch.rand(4, 3) * 10, "untrained": torch.rand(4, 3) * 10}
+    fig = plotting.plot_attention_distance_by_depth(distances, uniform=7.5)
+    (ax,) = fig.axes
+    means = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [line.get_label() for line in means] == ["trained (mean of heads)", "untrained (mean of heads)"]
+    for line, d in zip(means, distances.values(), strict=True):
+        np.testing.assert_allclose(line.get_ydata(), d.double().mean(dim=1).numpy())
+    assert [len(c.get_offsets()) for c in ax.collections] == [12, 12]  # a dot per layer and head
+    np.testing.assert_allclose(
+        np.sort(ax.collections[1].get_offsets()[:, 1]), np.sort(distances["untrained"].flatten())
+    )
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 7.5 for line in ax.lines)
+    plt.close(fig)
+
+
+def test_show_map_draws_raw_values_on_the_given_scale():
+    fig = Figure()
+    ax = fig.add_subplot()
+    image = torch.zeros(1, 8, 8)
+    image[:, 2:6, 2:6] = 1.0  # a bright square: the contour
+    heat = torch.tensor([[0.1, 0.2], [0.3, 0.05]])
+    shown = plotting.show_map(ax, image, heat, vmax=0.5)
+    assert shown.get_clim() == (0.0, 0.5)
+    torch.testing.assert_close(
+        torch.from_numpy(np.asarray(shown.get_array())), plotting.upsampled_heat(heat, (8, 8), False)
+    )
+    assert len(ax.collections) >= 1  # the outline of the image
+    assert len(ax.lines) == 2  # one horizontal and one vertical grid line on a 2x2 grid
+
+
+def test_plot_maps_with_colorbars_shares_a_scale_per_column():
+    images = torch.rand(3, 1, 8, 8)
+    maps = {"a": torch.rand(3, 4, 4), "b": 5 * torch.rand(3, 4, 4)}
+    fig = plotting.plot_maps_with_colorbars(images, maps, label="x uniform", row_titles=["p", "q", "r"])
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(axes) == 9 and len(bars) == 2
+    assert [axes[j].get_title() for j in range(3)] == ["p", "a", "b"]
+    for j, m in enumerate(maps.values(), start=1):
+        for i in range(3):
+            drawn = axes[3 * i + j].images[0]
+            assert drawn.get_clim() == pytest.approx((0.0, float(m.max())))
+            torch.testing.assert_close(
+                torch.from_numpy(np.asarray(drawn.get_array())), plotting.upsampled_heat(m[i], (8, 8), False)
+            )
+    assert bars[0].get_xlabel() == "x uniform"
     plt.close(fig)
 
 
@@ -168,6 +221,24 @@ def test_render_overlay_blends_and_scales():
     np.testing.assert_array_equal(full, expected[..., None].expand(4, 4, 3).numpy())
     half = plotting.render_overlay(gray, heat, alpha=0.5, cmap="gray")
     np.testing.assert_array_equal(half[0, 3], [192, 192, 192])  # (128/255 + 1) / 2 * 255, rounded
+
+
+def test_render_overlay_draws_the_patch_grid():
+    gray = torch.full((1, 4, 6), 200, dtype=torch.uint8)
+    lined = plotting.render_overlay(gray, None, scale=2, grid=(2, 3))  # 8 x 12 display pixels, patches of 4 x 4
+    dark = (lined == 100).all(axis=-1)
+    expected = np.zeros((8, 12), dtype=bool)
+    expected[4] = True
+    expected[:, [4, 8]] = True
+    np.testing.assert_array_equal(dark | (lined == 50).all(axis=-1), expected)
+    assert (lined[~expected] == 200).all()
+
+
+def test_colorbar_strip_runs_from_the_top_colour_to_the_bottom_colour():
+    strip = plotting.colorbar_strip("gray", height=5, width=3)
+    assert strip.shape == (5, 3, 3) and strip.dtype == np.uint8
+    np.testing.assert_array_equal(strip[:, 0, 0], [255, 191, 128, 64, 0])
+    assert (strip == strip[:, :1]).all()
 
 
 def test_render_overlay_outlines_the_box():

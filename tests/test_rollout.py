@@ -89,12 +89,53 @@ def test_rollout_with_two_prefix_tokens_reads_row_zero_and_patch_columns():
     torch.testing.assert_close(ro.attention_rollout(attentions, num_prefix_tokens=2, grid_size=(2, 2)), expected)
 
 
-def test_rollout_without_cls_token_raises_but_matrix_works():
-    attentions = [random_attention(1, 2, 4, seed=0)]
-    with pytest.raises(ValueError, match="cls"):
-        ro.attention_rollout(attentions, num_prefix_tokens=0, grid_size=(2, 2))
-    matrix = ro.rollout_matrix(attentions, num_prefix_tokens=0)
+def loop_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """Rollout (B, N, N) written with explicit loops over samples, layers and entries: no module code."""
+    b, _, n, _ = attentions[0].shape
+    out = torch.zeros(b, n, n, dtype=attentions[0].dtype)
+    for s in range(b):
+        r = [[float(i == j) for j in range(n)] for i in range(n)]
+        for attn in attentions:
+            fused = attn[s].mean(dim=0)  # (N, N)
+            a = [[(fused[i, j].item() + (i == j)) / (fused[i].sum().item() + 1) for j in range(n)] for i in range(n)]
+            r = [[sum(a[i][m] * r[m][j] for m in range(n)) for j in range(n)] for i in range(n)]
+        out[s] = torch.tensor(r, dtype=out.dtype)
+    return out
+
+
+def test_rollout_without_cls_token_reads_the_mean_of_the_patch_rows():
+    """An average-pooled model's head reads (1/n) sum_i token_i, so what reaches it from input patch j is
+    the mean over the rows i of column j; the map of a 2x2 grid is then a distribution over the 4 patches."""
+    attentions = [random_attention(2, 2, 4, seed) for seed in range(3)]
+    expected = loop_rollout(attentions).mean(dim=1).reshape(2, 2, 2)
+    for pool in (None, "avg"):
+        got = ro.attention_rollout(attentions, num_prefix_tokens=0, grid_size=(2, 2), global_pool=pool)
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(expected.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="no prefix token"):
+        ro.attention_rollout(attentions, num_prefix_tokens=0, grid_size=(2, 2), global_pool="token")
+    matrix = ro.rollout_matrix(attentions[:1], num_prefix_tokens=0)
     torch.testing.assert_close(matrix, a_hat(attentions[0].mean(dim=1)))
+
+
+def test_cls_token_with_average_pooling_reads_the_patch_rows_not_the_cls_row():
+    attentions = [random_attention(2, 2, 5, seed) for seed in range(2)]  # cls + 2x2 patches
+    full = loop_rollout(attentions)
+    by_pool = {pool: ro.attention_rollout(attentions, **LAYOUT, global_pool=pool) for pool in ("token", "avg", None)}
+    torch.testing.assert_close(by_pool["avg"], full[:, 1:, 1:].mean(dim=1).reshape(2, 2, 2))
+    torch.testing.assert_close(by_pool["token"], full[:, 0, 1:].reshape(2, 2, 2))
+    torch.testing.assert_close(by_pool[None], by_pool["token"])  # a cls token and no word on pooling: its row
+    assert not torch.allclose(by_pool["avg"], by_pool["token"])
+    with pytest.raises(ValueError, match="global_pool must be"):
+        ro.readout(full, **LAYOUT, global_pool="max")
+
+
+def test_pooling_reads_the_model():
+    assert ro.pooling(tiny_vit(**MAPS_VIT)) == "token"
+    assert ro.pooling(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")) == "avg"
+    assert ro.pooling(tiny_vit(**MAPS_VIT, global_pool="avg")) == "avg"  # a cls token the head does not read
+    assert ro.pooling(TinyViT()) == "token"  # no cfg: a prefix token means cls pooling
+    assert ro.pooling(TinyViT(pool="avg")) == "avg"
 
 
 def test_grid_that_does_not_match_tokens_raises():
@@ -208,11 +249,13 @@ class TinyBlock(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """Two blocks on a 2x3 patch grid (4x6 images, patch 2), cls pooling, dropout before the head."""
+    """Two blocks on a 2x3 patch grid (4x6 images, patch 2), dropout before the head; pool='token': a cls token
+    that the head reads, pool='avg': no cls token, the head reads the mean token (no `cfg`, like a foreign model)."""
 
-    def __init__(self, dim: int = 8, heads: int = 2, classes: int = 3):
+    def __init__(self, dim: int = 8, heads: int = 2, classes: int = 3, pool: str = "token"):
         super().__init__()
-        self.num_prefix_tokens = 1
+        self.pool = pool
+        self.num_prefix_tokens = 1 if pool == "token" else 0
         self.patch_embed = nn.Conv2d(3, dim, kernel_size=2, stride=2)
         self.patch_embed.grid_size = (2, 3)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
@@ -222,12 +265,13 @@ class TinyViT(nn.Module):
 
     def forward(self, x, return_attention=False):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, 6, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pool == "token":
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         attentions = []
         for block in self.blocks:
             x, attn = block(x)
             attentions.append(attn)
-        logits = self.head(self.drop(x[:, 0]))
+        logits = self.head(self.drop(x[:, 0] if self.pool == "token" else x.mean(dim=1)))
         return (logits, attentions) if return_attention else logits
 
 
@@ -244,10 +288,12 @@ def manual_gradient_rollout(model, x, target):
     for attn in attentions:
         attn.retain_grad()
     logits[torch.arange(x.shape[0]), target].sum().backward()
-    rollout = torch.eye(7).expand(x.shape[0], 7, 7)
+    n = attentions[0].shape[-1]
+    rollout = torch.eye(n).expand(x.shape[0], n, n)
     for attn in attentions:
         rollout = a_hat((attn * attn.grad).clamp(min=0).mean(dim=1)) @ rollout
-    return rollout[:, 0, 1:].reshape(-1, 2, 3).detach()
+    pooled = rollout[:, 0, 1:] if model.pool == "token" else rollout.mean(dim=1)  # (B, 6): what the head reads
+    return pooled.reshape(-1, 2, 3).detach()
 
 
 def test_gradient_rollout_matches_manual_computation(tiny):
@@ -256,6 +302,16 @@ def test_gradient_rollout_matches_manual_computation(tiny):
     out = ro.gradient_rollout(model, x, target)
     assert out.shape == (2, 2, 3)
     torch.testing.assert_close(out, manual_gradient_rollout(model, x, target))
+
+
+def test_gradient_rollout_of_an_average_pooled_model_reads_the_mean_row():
+    torch.manual_seed(0)
+    model, x, target = TinyViT(pool="avg"), torch.randn(2, 3, 4, 6), torch.tensor([1, 2])
+    out = ro.gradient_rollout(model, x, target)
+    expected = manual_gradient_rollout(model, x, target)
+    assert out.shape == (2, 2, 3) and expected.abs().sum() > 0
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out.sum(dim=(1, 2)), torch.ones(2))  # no prefix: a distribution over the patches
 
 
 def test_gradient_rollout_default_target_is_the_prediction(tiny):
@@ -401,7 +457,8 @@ def test_forward_cache_restores_train_mode(dataset):
         (dict(head=2), "head must be one of .* got 2"),
         (dict(head=True), "head must be one of .* got True"),
         (dict(layer=3), r"layer must be in \[-3, 3\), got 3"),
-        (dict(query=17), r"query must be a token index in \[0, 17\), got 17"),
+        (dict(query=17), r"query must be 'pooled' or a token index in \[0, 17\), got 17"),
+        (dict(query="cls"), r"query must be 'pooled' or a token index .* got 'cls'"),
         (dict(head="gradient rollout", target=3), r"target class must be in \[0, 3\) or None"),
     ],
 )
@@ -411,19 +468,34 @@ def test_bad_arguments_are_rejected(model, dataset, bad, message):
         ro.attention_map(cache, **(dict(layer=0, head="mean", query=0) | bad))
 
 
-def test_no_cls_token_offers_no_gradient_rollout(dataset):
-    model = tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")
-    assert ro.head_options(2, num_prefix_tokens=0) == [0, 1, "mean", "max", "rollout"]
-    assert ro.head_options(2, num_prefix_tokens=1) == [0, 1, "mean", "max", "rollout", "gradient rollout"]
+@pytest.mark.parametrize("class_token", [False, True])
+def test_average_pooled_maps_read_the_mean_of_the_patch_rows(dataset, class_token):
+    """POOLED (the default query) reads what the head reads: for global_pool='avg' the mean of the patch rows,
+    also when there is a cls token beside them; token indices still read single rows."""
+    model = tiny_vit(**MAPS_VIT, class_token=class_token, global_pool="avg")
+    p = int(class_token)
+    assert ro.head_options(2) == [0, 1, "mean", "max", "rollout", "gradient rollout"]
     cache = ro.forward_cache(model, *dataset[0])
-    _, _, attentions = direct(model, dataset, 0)
-    assert cache.num_tokens == 16
-    expected = ro.rollout_matrix(attentions[:2], num_prefix_tokens=0)[0, 5].reshape(4, 4)
-    torch.testing.assert_close(ro.attention_map(cache, 1, "rollout", query=5), expected)
-    with pytest.raises(ValueError, match="head must be one of"):
-        ro.attention_map(cache, 0, "gradient rollout")
-    with pytest.raises(ValueError, match="no prefix token"):
-        ro.gradient_rollout(model, dataset[0][0][None])
+    x, _, attentions = direct(model, dataset, 0)
+    assert (cache.num_tokens, cache.global_pool) == (16 + p, "avg")
+    for layer in (0, 2):
+        rows = attentions[layer][0, :, p:, p:]  # (heads, 16, 16): patch rows, patch columns
+        torch.testing.assert_close(ro.attention_map(cache, layer, 1), rows[1].mean(dim=0).reshape(4, 4))
+        torch.testing.assert_close(ro.attention_map(cache, layer, "max"), rows.amax(dim=0).mean(dim=0).reshape(4, 4))
+        rollout = loop_rollout([a.double() for a in attentions[: layer + 1]])[0]  # (N, N)
+        torch.testing.assert_close(
+            ro.attention_map(cache, layer, "rollout"), rollout[p:, p:].mean(dim=0).reshape(4, 4).float()
+        )
+        torch.testing.assert_close(
+            ro.attention_map(cache, layer, "rollout", query=p + 5), rollout[p + 5, p:].reshape(4, 4).float()
+        )
+    torch.testing.assert_close(ro.attention_map(cache, 0, "gradient rollout"), ro.gradient_rollout(model, x)[0])
+    with torch.no_grad():
+        _, batch = model(x, return_attention=True)
+    torch.testing.assert_close(
+        ro.attention_rollout(batch, **ro.token_layout(model), global_pool=ro.pooling(model))[0],
+        ro.attention_map(cache, -1, "rollout"),
+    )
 
 
 def test_describe_token_and_token_patch():
@@ -438,3 +510,7 @@ def test_describe_token_and_token_patch():
     assert ro.describe_token(0, num_prefix_tokens=0, grid_size=(4, 4)) == "patch (0, 0)"
     assert ro.describe_token(1, num_prefix_tokens=2, grid_size=(4, 4)) == "prefix 1"
     assert ro.describe_token(6, num_prefix_tokens=2, grid_size=(3, 4)) == "patch (1, 0)"
+    assert ro.describe_token(ro.POOLED, **grid) == "cls"
+    assert ro.describe_token(ro.POOLED, **grid, global_pool="avg") == "mean of patches"
+    assert ro.describe_token(ro.POOLED, num_prefix_tokens=0, grid_size=(4, 4)) == "mean of patches"
+    assert ro.token_patch(ro.POOLED, **grid) is None

@@ -13,7 +13,7 @@ from PIL import Image
 
 from vitnb import plotting
 from vitnb import rollout as ro
-from vitnb.widgets import PREDICTED, AttentionExplorer, prediction_html, query_box, status_html
+from vitnb.widgets import PREDICTED, TEXT_FORM, AttentionExplorer, prediction_html, query_box, status_html
 
 
 class CountingModel:
@@ -43,7 +43,9 @@ def dataset(toy):
 def test_controls_drive_the_map(model, dataset):
     explorer = AttentionExplorer(model, dataset, display_size=64)
     assert isinstance(explorer.widget, ipywidgets.Box)
-    assert (explorer.layer.min, explorer.layer.max, explorer.query.max) == (0, 2, 16)
+    assert (explorer.layer.min, explorer.layer.max) == (0, 2)
+    assert [value for _, value in explorer.query.options] == [ro.POOLED, *range(17)]
+    assert [name for name, _ in explorer.query.options][:3] == ["pooled: cls", "cls", "patch (0, 0)"]
     assert [value for _, value in explorer.head.options] == [0, 1, "mean", "max", "rollout", "gradient rollout"]
     explorer.image.value = 2
     explorer.layer.value = 1
@@ -51,7 +53,7 @@ def test_controls_drive_the_map(model, dataset):
     explorer.query.value = 6
     x, _, attentions = direct(model, dataset, 2)
     torch.testing.assert_close(explorer.current_map, attentions[1][0, 1, 6, 1:].reshape(4, 4))
-    assert explorer.query_label.value == "patch (1, 1)"
+    assert "attention of the patch (1, 1) token" in explorer.status.value
 
     explorer.query.value = 0
     explorer.head.value = "mean"
@@ -65,10 +67,49 @@ def test_controls_drive_the_map(model, dataset):
     explorer.head.value = "gradient rollout"
     torch.testing.assert_close(explorer.current_map, ro.gradient_rollout(model, x)[0])
     assert explorer.layer.disabled and explorer.query.disabled and not explorer.target.disabled
+    assert all(button.disabled for button in explorer.query_grid.children)
     explorer.target.value = 1
     torch.testing.assert_close(explorer.current_map, ro.gradient_rollout(model, x, 1)[0])
     explorer.head.value = 0
     assert not explorer.layer.disabled and explorer.target.disabled
+    assert not any(button.disabled for button in explorer.query_grid.children)
+
+
+def test_clicking_a_patch_chooses_the_query(model, dataset):
+    explorer = AttentionExplorer(model, dataset)
+    buttons = explorer.query_grid.children
+    assert len(buttons) == 16 and explorer.query.value == ro.POOLED
+    assert explorer.pooled_button.button_style == "info" and not any(b.button_style for b in buttons)
+    buttons[6].click()  # row 1, column 2: token 1 + 6 after the cls token
+    assert explorer.query.value == 7 and buttons[6].tooltip == "patch (1, 2)"
+    assert [b.button_style for b in buttons].count("info") == 1 and buttons[6].button_style == "info"
+    assert explorer.pooled_button.button_style == ""
+    _, _, attentions = direct(model, dataset, 0)
+    torch.testing.assert_close(explorer.current_map, attentions[-1][0, :, 7, 1:].mean(0).reshape(4, 4))
+    explorer.query.value = 3  # set from code: the grid follows
+    assert buttons[2].button_style == "info" and buttons[6].button_style == ""
+    explorer.pooled_button.click()
+    assert explorer.query.value == ro.POOLED and not any(b.button_style for b in buttons)
+
+
+def test_colorbar_labels_give_the_range_of_the_map(model, dataset):
+    explorer = AttentionExplorer(model, dataset, display_size=64)
+    for head in (0, "rollout", "gradient rollout"):
+        explorer.head.value = head
+        low, high = float(explorer.current_map.min()), float(explorer.current_map.max())
+        assert explorer.colorbar_max.value == f"<small>{high:.3g}</small>"
+        assert explorer.colorbar_min.value == f"<small>{low:.3g}</small>"
+    bar = np.asarray(Image.open(io.BytesIO(explorer.colorbar.value)))
+    np.testing.assert_array_equal(bar, plotting.colorbar_strip("inferno", 64, 12))
+
+
+def test_layout_does_not_depend_on_the_query(model, dataset):
+    """Every part whose content changes with the controls has a fixed size, so the layout does not jump."""
+    explorer = AttentionExplorer(model, dataset)
+    for part in (explorer.layer, explorer.head, explorer.query, explorer.target, explorer.opacity):
+        assert part.layout.width == "300px"
+    assert explorer.status.layout.height and explorer.status.layout.width and explorer.prediction.layout.height
+    assert explorer.colorbar_max.layout.width == explorer.colorbar_min.layout.width == "64px"
 
 
 def test_picture_follows_the_controls(model, dataset):
@@ -84,16 +125,22 @@ def test_picture_follows_the_controls(model, dataset):
     shown = dataset.denormalize(dataset[0][0][None])[0]
     box = (0, 4, 2, 2)  # query 3 = patch (0, 2) of 2x2-pixel patches
     assert query_box(explorer.cache, 3) == box and query_box(explorer.cache, 0) is None
-    np.testing.assert_array_equal(picture, plotting.render_overlay(shown, explorer.current_map, 0.2, "inferno", 8, box))
-    explorer.opacity.value = 0.0  # the image and the query box only
+    assert query_box(explorer.cache, ro.POOLED) is None
+    grid = (4, 4)
+    expected = plotting.render_overlay(shown, explorer.current_map, 0.2, "inferno", 8, box, grid)
+    np.testing.assert_array_equal(picture, expected)
+    explorer.opacity.value = 0.0  # the image, the patch grid and the query box only
     plain = np.asarray(Image.open(io.BytesIO(explorer.overlay_image.value)))
-    np.testing.assert_array_equal(plain, plotting.render_overlay(shown, None, scale=8, box=box))
-    without_box = np.asarray(Image.open(io.BytesIO(explorer.input_image.value)))
-    np.testing.assert_array_equal(without_box, plotting.render_overlay(shown, None, scale=8))
+    np.testing.assert_array_equal(plain, plotting.render_overlay(shown, None, scale=8, box=box, grid=grid))
+    input_picture = np.asarray(Image.open(io.BytesIO(explorer.input_image.value)))
+    np.testing.assert_array_equal(input_picture, plotting.render_overlay(shown, None, scale=8))
     explorer.head.value = "gradient rollout"  # no query, so no box
     explorer.opacity.value = 0.05
     explorer.opacity.value = 0.0
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(explorer.overlay_image.value))), without_box)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(explorer.overlay_image.value))),
+        plotting.render_overlay(shown, None, scale=8, grid=grid),
+    )
 
 
 def test_texts_name_the_right_classes(model, dataset):
@@ -115,6 +162,9 @@ def test_texts_name_the_right_classes(model, dataset):
 def test_status_text_describes_the_map():
     heat = torch.tensor([[0.1, 0.5], [0.25, 0.2]])
     tail = "<br>2x2 patch grid, brightest patch (0, 1), weights 0.1-0.5 (display is min-max scaled)</small>"
+    assert status_html(heat, "gradient rollout", 0, "cls", "a", "mean of patches") == (
+        "<small>gradient rollout for class <b>a</b> (all layers, read at: mean of patches)" + tail
+    )
     assert status_html(heat, 1, 3, "cls", "a") == "<small>layer 3, head 1, attention of the cls token" + tail
     assert status_html(heat, "max", 0, "patch (0, 1)", "a") == (
         "<small>layer 0, max over heads, attention of the patch (0, 1) token" + tail
@@ -123,7 +173,7 @@ def test_status_text_describes_the_map():
         status_html(heat, "rollout", 2, "cls", "a") == "<small>rollout through layers 0-2, row of the cls token" + tail
     )
     assert status_html(heat, "gradient rollout", 2, "cls", "<b>") == (
-        "<small>gradient rollout for class <b>&lt;b&gt;</b> (all layers, cls token)" + tail
+        "<small>gradient rollout for class <b>&lt;b&gt;</b> (all layers, read at: cls)" + tail
     )
 
 
@@ -160,10 +210,23 @@ def test_forward_pass_is_cached(model, dataset):
     assert explorer.forward_calls == 5  # evicted, so run again
 
 
-def test_no_cls_token_offers_no_gradient_rollout(dataset):
-    explorer = AttentionExplorer(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg"), dataset)
-    assert [value for _, value in explorer.head.options] == [0, 1, "mean", "max", "rollout"]
-    assert (explorer.query.max, explorer.query_label.value) == (15, "patch (0, 0)")
+@pytest.mark.parametrize("class_token", [False, True])
+def test_average_pooled_model_shows_what_the_head_reads(dataset, class_token):
+    """For global_pool='avg' the pooled query is the mean of the patch rows (not the cls row, if there is one)."""
+    model = tiny_vit(**MAPS_VIT, class_token=class_token, global_pool="avg")
+    p = int(class_token)
+    explorer = AttentionExplorer(model, dataset, head="rollout")
+    assert [value for _, value in explorer.head.options] == [0, 1, "mean", "max", "rollout", "gradient rollout"]
+    assert explorer.query.options[0] == ("pooled: mean of patches", ro.POOLED)
+    assert len(explorer.query.options) == 1 + 16 + p and len(explorer.query_grid.children) == 16
+    x, _, attentions = direct(model, dataset, 0)
+    layout = ro.token_layout(model)
+    torch.testing.assert_close(explorer.current_map, ro.attention_rollout(attentions, **layout, global_pool="avg")[0])
+    explorer.head.value = "mean"
+    torch.testing.assert_close(explorer.current_map, attentions[-1][0, :, p:, p:].mean(0).mean(0).reshape(4, 4))
+    explorer.head.value = "gradient rollout"
+    torch.testing.assert_close(explorer.current_map, ro.gradient_rollout(model, x)[0])
+    assert "read at: mean of patches" in explorer.status.value
 
 
 def test_static_figure_and_display(model, dataset, monkeypatch):
@@ -174,14 +237,14 @@ def test_static_figure_and_display(model, dataset, monkeypatch):
     assert len(fig.axes) == 3 * (1 + 2 + 3)  # 3 layers x (input column, 2 heads, mean, max, rollout)
     cache = explorer.cache
     predicted = "abc"[cache.prediction]
-    assert fig._suptitle.get_text() == f"image 4: true b, predicted {predicted}; query = patch (1, 1)"
+    assert fig._suptitle.get_text() == (
+        f"image 4: true b, predicted {predicted}; query = patch (1, 1); each map min-max scaled"
+    )
     heat = torch.from_numpy(np.asarray(fig.axes[6 + 3].images[1].get_array()))  # layer 1, 'mean'
     torch.testing.assert_close(heat, plotting.upsampled_heat(ro.attention_map(cache, 1, "mean", 6), (8, 8)))
 
-    import IPython.display
-
-    shown = []
-    monkeypatch.setattr(IPython.display, "display", shown.append)
-    explorer._ipython_display_()
-    assert shown == [explorer.widget]
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+    assert bundle["text/plain"] == TEXT_FORM == repr(explorer)  # no 'HBox(children=...' where widgets do not render
+    assert "static figure" in TEXT_FORM
     assert "vitnb-attention-explorer" in explorer.widget._dom_classes

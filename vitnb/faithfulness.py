@@ -35,7 +35,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .data import as_image_dataset
-from .rollout import fuse_heads, gradient_rollout_matrix, rollout_matrix, token_layout
+from .rollout import fuse_heads, gradient_rollout_matrix, pooling, readout, rollout_matrix, token_layout
 from .train import check_data, eval_mode, model_device
 
 Baseline = Literal["blank", "blur"]
@@ -46,25 +46,18 @@ Importance = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # 
 def pools_patches(model: nn.Module) -> bool:
     """True if the head reads the mean of the patch tokens (global_pool='avg'), False if it reads the cls token.
 
-    A model without a `cfg.global_pool` is taken to read its cls token when it has one.
+    A model without a `cfg.global_pool` is taken to read its cls token when it has one (`rollout.pooling`).
     """
-    pool = getattr(getattr(model, "cfg", None), "global_pool", None)
-    if pool is None:
-        pool = "token" if model.num_prefix_tokens >= 1 else "avg"
-    return pool == "avg"
+    return pooling(model) == "avg"
 
 
 def readout_row(matrix: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """(B, N, N) token-to-token weights -> (B, h, w): the row of the token the head reads, patch columns only.
 
-    The cls token's row (0) for cls pooling; the mean of the patch tokens' rows for average pooling.
+    The cls token's row (0) for cls pooling; the mean of the patch tokens' rows for average pooling
+    (`rollout.readout` with the model's layout and pooling).
     """
-    layout = token_layout(model)
-    p, (h, w) = layout["num_prefix_tokens"], layout["grid_size"]
-    if matrix.shape[-1] != p + h * w:
-        raise ValueError(f"N={matrix.shape[-1]} tokens are not num_prefix_tokens={p} + a {h}x{w} grid of patches")
-    row = matrix[:, p:].mean(dim=1) if pools_patches(model) else matrix[:, 0]  # (B, N)
-    return row[:, p:].reshape(-1, h, w)
+    return readout(matrix, **token_layout(model), global_pool=pooling(model))
 
 
 # --- importance maps: (model, images, labels) -> (B, h, w) ---------------------------------------------
@@ -197,7 +190,8 @@ def perturbation_curve(
     k: int = 1,
     baseline: Baseline | torch.Tensor = "blank",
     blank: float | Sequence[float] = 0.0,
-    chunk_size: int = 2048,
+    chunk_size: int = 256,
+    ends: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probability of the true class as the most important patches are deleted or inserted, k per step.
 
@@ -209,6 +203,8 @@ def perturbation_curve(
     broadcastable to `images`. Returns curves (B, steps + 1), at steps 0, k, 2k, ..., N patches changed,
     and x (steps + 1,), the fraction of patches changed. All variants of a chunk of steps are built
     with one `torch.where`; the model runs on chunks of `chunk_size` images, in eval mode, without gradients.
+    `ends` = (probability on the images, probability on the canvas), each (B,), when already known (they
+    are the same for every map, see `end_probabilities`): the curve's first and last steps, not recomputed.
     """
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
@@ -231,6 +227,8 @@ def perturbation_curve(
     pixel_rank = repeat(rank, "b (h w) -> b 1 (h ph) (w pw)", h=gh, ph=ph, pw=pw)  # (B, 1, H, W)
     x = fractions(gh * gw, k)
     counts = (x * gh * gw).round().long().to(images.device)  # (S,) patches changed at each step
+    if ends is not None:
+        counts = counts[1:-1]  # the first and last steps are known
     steps_per_chunk = max(1, chunk_size // b)
     probs = []
     with eval_mode(model), torch.inference_mode():
@@ -239,7 +237,32 @@ def perturbation_curve(
             variants = torch.where(changed, images, canvas) if insert else torch.where(changed, canvas, images)
             p = _true_class_probability(model, variants.flatten(0, 1), labels.repeat(len(variants)), chunk_size)
             probs.append(p.reshape(-1, b))  # (s, B)
+    if ends is not None:
+        on_images, on_canvas = (e.to(images.device).reshape(1, b) for e in ends)
+        first, last = (on_canvas, on_images) if insert else (on_images, on_canvas)
+        probs = [first, *probs, last]
     return torch.cat(probs).T, x  # (B, S), (S,)
+
+
+def end_probabilities(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    baseline: Baseline | torch.Tensor = "blank",
+    blank: float | Sequence[float] = 0.0,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability of the true class on the images, on the baseline canvas), each (B,): the two ends that
+    every deletion and insertion curve shares, whatever the map; pass them to `perturbation_curve(ends=...)`."""
+    gh = token_layout(model)["grid_size"][0]
+    if not isinstance(baseline, torch.Tensor):
+        baseline = baseline_canvas(images, baseline, blank=blank, sigma=images.shape[-2] // gh)
+    canvas = baseline.to(images.device).expand_as(images)
+    labels = torch.as_tensor(labels, device=images.device)
+    with eval_mode(model), torch.inference_mode():
+        both = _true_class_probability(model, torch.cat([images, canvas]), labels.repeat(2), chunk_size)
+    return both[: len(images)], both[len(images) :]
 
 
 def area_under_curve(curves: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +281,7 @@ def faithfulness_curves(
     k: int = 1,
     baseline: Baseline = "blank",
     seed: int = 0,
-    chunk_size: int = 2048,
+    chunk_size: int = 256,
     progress: bool = True,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
     """Deletion and insertion curves of every method on the first `n_images` images of `data` (None: all).
@@ -278,7 +301,8 @@ def faithfulness_curves(
         raise ValueError(f"n_images={n_images} but the data set has {len(dataset)} images; pass 1..{len(dataset)}")
     device = model_device(model)
     black = dataset.normalize(torch.zeros((1, dataset.images.shape[1], 1, 1), dtype=dataset.images.dtype))
-    options = dict(k=k, baseline=baseline, blank=black.flatten().tolist(), chunk_size=chunk_size)
+    options_without_k = dict(baseline=baseline, blank=black.flatten().tolist(), chunk_size=chunk_size)
+    options = options_without_k | {"k": k}
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {m: {"deletion": [], "insertion": []} for m in methods}
     x = None
@@ -286,10 +310,11 @@ def faithfulness_curves(
         stop = min(start + batch_size, n)
         images = dataset.normalize(dataset.images[start:stop]).to(device)  # (B, C, H, W)
         labels = dataset.labels[start:stop].to(device)  # (B,)
+        ends = end_probabilities(model, images, labels, **options_without_k)  # the same for every map
         for method in methods:
             scores = importance(method, model, images, labels, generator=generator)  # (B, h, w)
             for kind in ("deletion", "insertion"):
-                curves, x = perturbation_curve(model, images, labels, scores, kind, **options)  # (B, S), (S,)
+                curves, x = perturbation_curve(model, images, labels, scores, kind, ends=ends, **options)  # (B, S)
                 parts[method][kind].append(curves.cpu())
     curves_by_method = {m: {kind: torch.cat(c) for kind, c in kinds.items()} for m, kinds in parts.items()}
     return curves_by_method, x

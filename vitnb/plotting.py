@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from .rollout import ForwardCache, attention_map, head_options
+from .rollout import POOLED, ForwardCache, Query, attention_map, head_options
 
 
 # --- images and maps ---------------------------------------------------------------------------------
@@ -43,11 +43,12 @@ def display_image(image: torch.Tensor) -> torch.Tensor:
     return image.float() / 255.0 if image.dtype == torch.uint8 else min_max(image.float())
 
 
-def upsampled_heat(heat: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """A map (h, w) -> (H, W) in [0, 1]: bilinearly upsampled to the image `size`, then min-max scaled."""
+def upsampled_heat(heat: torch.Tensor, size: Sequence[int], scale: bool = True) -> torch.Tensor:
+    """A map (h, w) -> (H, W): every patch's value repeated over its pixels (nearest neighbour, no smoothing,
+    so each block is one token), then min-max scaled to [0, 1] unless `scale` is False."""
     heat = heat.detach().cpu().float()[None, None]  # (1, 1, h, w)
-    heat = F.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False)  # (1, 1, H, W)
-    return min_max(heat[0, 0])
+    heat = F.interpolate(heat, size=tuple(size), mode="nearest-exact")[0, 0]  # (H, W)
+    return min_max(heat) if scale else heat
 
 
 def show_image(ax: Axes, image: torch.Tensor) -> None:
@@ -63,12 +64,92 @@ def show_image(ax: Axes, image: torch.Tensor) -> None:
 def overlay(ax: Axes, image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5, cmap: str = "inferno") -> Figure:
     """Draw `heat` (h, w) over `image` (C, H, W) with C = 1 or 3; returns the figure.
 
-    The image is scaled by `display_image`, the map by `upsampled_heat` (each on its own), so raw
-    attention maps display as they are.
+    The image is scaled by `display_image`, the map by `upsampled_heat` (each on its own; nearest
+    neighbour, so every token is one flat block), so raw attention maps display as they are.
     """
     show_image(ax, image)
     ax.imshow(upsampled_heat(heat, image.shape[-2:]).numpy(), cmap=cmap, alpha=alpha)
     return ax.figure
+
+
+def draw_patch_grid(ax: Axes, grid_size: Sequence[int], size: Sequence[int], color: str = "white", alpha=0.35) -> None:
+    """Thin lines between the patches of a `grid_size` (h, w) grid over an image of `size` (H, W) pixels."""
+    (gh, gw), (height, width) = grid_size, size
+    for r in range(1, gh):
+        ax.axhline(r * height / gh - 0.5, color=color, alpha=alpha, linewidth=0.5)
+    for c in range(1, gw):
+        ax.axvline(c * width / gw - 0.5, color=color, alpha=alpha, linewidth=0.5)
+
+
+def show_map(
+    ax: Axes,
+    image: torch.Tensor,
+    heat: torch.Tensor,
+    *,
+    vmin: float = 0.0,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    outline: float | None = 0.2,
+    grid: bool = True,
+):
+    """Draw the map `heat` (h, w) over the area of `image` (C, H, W) on a fixed colour scale; returns the AxesImage.
+
+    The map is drawn opaque, one flat block per token (nearest neighbour), with colours from `vmin` to
+    `vmax` (None: the map's maximum), so a colour means the same value in every panel that shares the
+    scale and a colorbar reads it off. The image shows as a white contour at brightness `outline`
+    (of `display_image`'s [0, 1]; None: no contour), and `grid` draws the patch grid.
+    """
+    size = image.shape[-2:]
+    values = upsampled_heat(heat, size, scale=False).numpy()  # (H, W), raw values
+    vmax = float(heat.max()) if vmax is None else vmax
+    shown = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if outline is not None:
+        gray = display_image(image).mean(dim=0).numpy()  # (H, W) in [0, 1]
+        if gray.min() < outline < gray.max():
+            ax.contour(gray, levels=[outline], colors="white", linewidths=0.8)
+    if grid:
+        draw_patch_grid(ax, heat.shape[-2:], size)
+    ax.set_axis_off()
+    return shown
+
+
+def plot_maps_with_colorbars(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    maps_by_title: dict[str, torch.Tensor],
+    *,
+    label: str = "",
+    cmap: str = "viridis",
+    row_titles: Sequence[str] | None = None,
+    cell_size: float = 1.6,
+    dpi: int = 80,
+    outline: float | None = 0.2,
+) -> Figure:
+    """One row per image (C, H, W): the image, then each (B, h, w) map drawn by `show_map`.
+
+    Every column has one colour scale, from 0 to the column's largest value, and a colorbar under it
+    labelled `label` (state the unit there), so the images of one column compare directly, and each
+    column's bar tells how peaked its maps are. Maps are drawn raw: no min-max scaling.
+    """
+    rows, cols = len(images), 1 + len(maps_by_title)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cell_size * cols, cell_size * rows + 0.9), dpi=dpi, squeeze=False, layout="constrained"
+    )
+    for i, image in enumerate(images):
+        show_image(axes[i, 0], image)
+        if row_titles is not None:
+            axes[i, 0].set_title(row_titles[i], fontsize="small")
+    for j, (title, maps) in enumerate(maps_by_title.items(), start=1):
+        vmax = float(maps[:rows].max())
+        for i, image in enumerate(images):
+            shown = show_map(axes[i, j], image, maps[i], vmin=0.0, vmax=vmax, cmap=cmap, outline=outline)
+        axes[0, j].set_title(title, fontsize="small")
+        bar = fig.colorbar(shown, ax=axes[:, j], location="bottom", shrink=0.9, aspect=12, pad=0.02)
+        bar.ax.tick_params(labelsize="x-small")
+        bar.locator = MaxNLocator(3)
+        bar.update_ticks()
+        if label:
+            bar.set_label(label, fontsize="x-small")
+    return fig
 
 
 # --- patches and position embeddings ---------------------------------------------------------------
@@ -238,11 +319,35 @@ def plot_mean_attention_distance(
     return ax.figure
 
 
+def plot_attention_distance_by_depth(
+    distances: dict[str, torch.Tensor], uniform: float | None = None, title: str = "Mean attention distance"
+) -> Figure:
+    """Several models' `mean_attention_distance` (L, H) on one axes: per model one colour, a dot per head
+    (slightly offset so models do not hide each other) and a line through the mean over heads; `uniform`,
+    the distance of attention spread evenly over the grid, as a dashed reference line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=80)
+    offsets = np.linspace(-0.1, 0.1, len(distances)) if len(distances) > 1 else [0.0]
+    for (name, distance), offset in zip(distances.items(), offsets, strict=True):
+        d = distance.detach().cpu().double().numpy()  # (L, H)
+        layers = np.arange(1, d.shape[0] + 1)
+        line = ax.plot(layers, d.mean(axis=1), marker="o", label=f"{name} (mean of heads)")[0]
+        ax.scatter(np.repeat(layers + offset, d.shape[1]), d.reshape(-1), s=12, color=line.get_color(), alpha=0.5)
+    if uniform is not None:
+        ax.axhline(uniform, color="gray", linestyle="--", linewidth=1, label="uniform attention")
+    ax.set(xlabel="layer (network depth)", ylabel="mean attention distance (pixels)", title=title)
+    ax.set_xticks(layers)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def plot_attention_maps(
     cache: ForwardCache,
     image: torch.Tensor,
     *,
-    query: int = 0,
+    query: Query = POOLED,
     target: int | None = None,
     alpha: float = 0.6,
     cmap: str = "inferno",
@@ -250,14 +355,15 @@ def plot_attention_maps(
     dpi: int = 80,
     cell_size: float = 1.3,
 ) -> Figure:
-    """Every map `rollout.attention_map` offers for one image and `query` token, as one figure.
+    """Every map `rollout.attention_map` offers for one image and `query` (POOLED: the token the head
+    reads), as one figure; each map min-max scaled on its own, one flat block per token.
 
     `image` (C, H, W) is the picture to draw under the maps (e.g. the denormalised model input).
     One row per layer; columns: each head, 'mean', 'max', 'rollout' (layers 0..row). The first
     column holds the input (top) and the gradient rollout for class `target` (below it; None: the
-    predicted class), when the model has a cls token.
+    predicted class).
     """
-    options = head_options(cache.num_heads, num_prefix_tokens=cache.num_prefix_tokens)
+    options = head_options(cache.num_heads)
     heads = [h for h in options if h != "gradient rollout"]
     rows, cols = cache.num_layers, 1 + len(heads)
     height = cell_size * rows + 0.5  # + the title
@@ -342,20 +448,29 @@ def render_overlay(
     cmap: str = "inferno",
     scale: int = 1,
     box: tuple[int, int, int, int] | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """`overlay` as a uint8 RGB array (H * scale, W * scale, 3), composed without a matplotlib figure.
 
     `image` (C, H, W), C = 1 or 3, is scaled by `display_image`; `heat` (h, w), if given, by
-    `upsampled_heat`, then coloured with `cmap` and mixed in with opacity `alpha`. Pixels are repeated
-    `scale` times (crisp, no smoothing). `box` = (top, left, height, width) in image pixels draws a
-    cyan outline (the explorer's query patch). The pixel work is numpy's: on small arrays it does not
-    wait for torch's intra-op threads, which a busy notebook kernel keeps occupied.
+    `upsampled_heat` (one flat block per token), then coloured with `cmap` and mixed in with opacity
+    `alpha`. Pixels are repeated `scale` times (crisp, no smoothing). `grid` = (h, w) darkens the
+    first display pixel row and column of every patch but the first (the patch grid); `box` = (top,
+    left, height, width) in image pixels draws a cyan outline (the explorer's query patch). The pixel
+    work is numpy's: on small arrays it does not wait for torch's intra-op threads, which a busy
+    notebook kernel keeps occupied.
     """
     rgb = display_image(image).expand(3, -1, -1).permute(1, 2, 0).numpy()  # (H, W, 3) in [0, 1]
     if heat is not None and alpha > 0:
         heat = upsampled_heat(heat, rgb.shape[:2]).numpy()  # (H, W) in [0, 1]
         rgb = (1 - alpha) * rgb + alpha * _colour_table(cmap)[(heat * 255 + 0.5).astype(np.intp)]  # (H, W, 3)
     out = np.repeat(np.repeat((rgb * 255 + 0.5).astype(np.uint8), scale, axis=0), scale, axis=1)
+    if grid is not None:
+        (height, width), (gh, gw) = out.shape[:2], grid
+        rows = [r * height // gh for r in range(1, gh)]
+        cols = [c * width // gw for c in range(1, gw)]
+        out[rows] = out[rows] // 2  # half as bright: visible on any colour, never hiding the map
+        out[:, cols] = out[:, cols] // 2
     if box is not None:
         top, left, height, width = (v * scale for v in box)
         t = max(1, scale // 4)  # line thickness in display pixels
@@ -364,6 +479,14 @@ def render_overlay(
         frame[top + t : top + height - t, left + t : left + width - t] = False
         out[frame] = (0, 255, 255)
     return out
+
+
+def colorbar_strip(cmap: str = "inferno", height: int = 128, width: int = 12) -> np.ndarray:
+    """A vertical colour scale as a uint8 RGB array (height, width, 3): the top row is `cmap` at 1, the
+    bottom row at 0 (the explorer's colorbar beside its min-max scaled picture)."""
+    levels = np.linspace(1, 0, height)  # top = the map's maximum
+    rgb = _colour_table(cmap)[(levels * 255 + 0.5).astype(np.intp)]  # (height, 3)
+    return np.repeat((rgb[:, None] * 255 + 0.5).astype(np.uint8), width, axis=1)
 
 
 def to_png(array: np.ndarray) -> bytes:

@@ -6,7 +6,12 @@ Where the token layout matters, `num_prefix_tokens` (P) and `grid_size` ((h, w))
 `VisionTransformer`, `token_layout(model)` supplies both:
 
     logits, attentions = model(x, return_attention=True)
-    maps = attention_rollout(attentions, **token_layout(model))  # (B, h, w)
+    maps = attention_rollout(attentions, **token_layout(model), global_pool=pooling(model))  # (B, h, w)
+
+A map "for the decision" reads the row of the token the head reads (`readout`): the cls token's row when
+the model pools its cls token (`global_pool='token'`), the mean of the patch tokens' rows when it averages
+the patch tokens (`global_pool='avg'`): the head reads the mean patch token, so what reaches it from input
+token j is the mean over the patch rows of column j. `pooling(model)` says which.
 
 Maps are returned raw, never rescaled; figures min-max scale them for display (`vitnb.plotting`).
 `ForwardCache` and `attention_map` serve the attention explorer (`vitnb.widgets`): one forward pass per
@@ -30,6 +35,9 @@ from .train import eval_mode
 
 HeadFusion = Literal["mean", "max", "min"]
 Head = int | Literal["mean", "max", "rollout", "gradient rollout"]  # what `attention_map` shows
+Pool = Literal["token", "avg"]  # the token the head reads: the cls token, or the mean of the patch tokens
+POOLED = "pooled"  # the query of the token the head reads (`readout`), beside the token indices
+Query = int | Literal["pooled"]
 
 
 # --- token layout --------------------------------------------------------------------------------------
@@ -50,12 +58,44 @@ def _patch_row_to_grid(row: torch.Tensor, *, num_prefix_tokens: int, grid_size: 
     return patches.reshape(-1, h, w)
 
 
-def _require_cls_token(num_prefix_tokens: int) -> None:
-    if num_prefix_tokens < 1:
+def pooling(model: nn.Module) -> Pool:
+    """What the head of `model` reads: 'token' (the cls token) or 'avg' (the mean of the patch tokens).
+
+    `model.cfg.global_pool` when the model has one; otherwise 'token' when it has a prefix token, else 'avg'.
+    """
+    pool = getattr(getattr(model, "cfg", None), "global_pool", None)
+    if pool is None:
+        pool = "token" if model.num_prefix_tokens >= 1 else "avg"
+    if pool not in ("token", "avg"):
+        raise ValueError(f"maps read the cls token ('token') or the mean patch token ('avg'), not {pool!r}")
+    return pool
+
+
+def _default_pool(global_pool: Pool | None, num_prefix_tokens: int) -> Pool:
+    """`global_pool`, or when None: 'token' if there is a prefix token, else 'avg'. 'token' needs a prefix token."""
+    pool = global_pool or ("token" if num_prefix_tokens >= 1 else "avg")
+    if pool not in ("token", "avg"):
+        raise ValueError(f"global_pool must be 'token', 'avg' or None, got {global_pool!r}")
+    if pool == "token" and num_prefix_tokens < 1:
         raise ValueError(
-            "rollout reads the cls token's row, but this model has no prefix token (num_prefix_tokens=0); "
-            "use rollout_matrix and choose how to combine the patch rows yourself, e.g. their mean"
+            "global_pool='token' reads the cls token's row, but there is no prefix token (num_prefix_tokens=0); "
+            "a model without one averages its patch tokens: global_pool='avg'"
         )
+    return pool
+
+
+def readout(
+    matrix: torch.Tensor, *, num_prefix_tokens: int, grid_size: tuple[int, int], global_pool: Pool | None = None
+) -> torch.Tensor:
+    """(B, N, N) token-to-token weights -> (B, h, w): the row of the token the head reads, patch columns only.
+
+    global_pool='token': row 0, the cls token's. 'avg': the mean of the patch tokens' rows (the head reads
+    the mean patch token, and a mean of rows is the row of the mean). None: 'token' if there is a prefix
+    token, else 'avg'; pass `pooling(model)` for a model that has a cls token but averages its patches.
+    """
+    pool = _default_pool(global_pool, num_prefix_tokens)
+    row = matrix[:, num_prefix_tokens:].mean(dim=1) if pool == "avg" else matrix[:, 0]  # (B, N)
+    return _patch_row_to_grid(row, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
 
 
 # --- heads and rollout ---------------------------------------------------------------------------------
@@ -133,16 +173,17 @@ def attention_rollout(
     grid_size: tuple[int, int],
     head_fusion: HeadFusion = "mean",
     discard_ratio: float = 0.0,
+    global_pool: Pool | None = None,
 ) -> torch.Tensor:
-    """Attention rollout map (B, h, w): row 0 of `rollout_matrix`, patch columns only, not rescaled.
+    """Attention rollout map (B, h, w): the `readout` row of `rollout_matrix`, patch columns only, not rescaled.
 
-    Needs a cls token (num_prefix_tokens >= 1), otherwise raises ValueError.
+    global_pool='token' reads row 0 (the cls token), 'avg' the mean of the patch rows; None: 'token' when
+    there is a prefix token, else 'avg' (pass `pooling(model)` for a cls-token model that averages patches).
     """
-    _require_cls_token(num_prefix_tokens)
     rollout = rollout_matrix(
         attentions, num_prefix_tokens=num_prefix_tokens, head_fusion=head_fusion, discard_ratio=discard_ratio
     )  # (B, N, N)
-    return _patch_row_to_grid(rollout[:, 0], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
+    return readout(rollout, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, global_pool=global_pool)
 
 
 def gradient_rollout_matrix(
@@ -185,16 +226,12 @@ def gradient_rollout(
     *,
     discard_ratio: float = 0.0,
 ) -> torch.Tensor:
-    """Class-specific rollout map (B, h, w) of `model` on images `x`: the cls row of
-    `gradient_rollout_matrix`, patch columns only. The token layout is read from the model (`token_layout`).
-
-    Needs a cls token (num_prefix_tokens >= 1), otherwise raises ValueError; for any pooling,
-    `vitnb.faithfulness.gradient_rollout_importance` reads the row the head reads.
+    """Class-specific rollout map (B, h, w) of `model` on images `x`: the `readout` row of
+    `gradient_rollout_matrix` (the cls token's row, or the mean of the patch rows for an average-pooled
+    model: `pooling(model)`), patch columns only. The token layout is read from the model (`token_layout`).
     """
-    layout = token_layout(model)
-    _require_cls_token(layout["num_prefix_tokens"])
     matrix = gradient_rollout_matrix(model, x, target_class, discard_ratio=discard_ratio)  # (B, N, N)
-    return _patch_row_to_grid(matrix[:, 0], **layout)
+    return readout(matrix, **token_layout(model), global_pool=pooling(model))
 
 
 # --- raw attention -------------------------------------------------------------------------------------
@@ -214,6 +251,30 @@ def cls_attention(
     attn = attentions[layer]  # (B, H, N, N)
     weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
     return _patch_row_to_grid(weights[:, query], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
+
+
+def raw_attention(
+    attentions: Sequence[torch.Tensor],
+    layer: int,
+    head: int | HeadFusion,
+    *,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    query: Query = POOLED,
+    global_pool: Pool | None = None,
+) -> torch.Tensor:
+    """(B, h, w): one layer's attention over the patch tokens, from token `query` or, by default, `readout`'s row.
+
+    query=POOLED reads the token the head reads (`global_pool`, see `readout`): for 'avg' the mean of the
+    patch rows, i.e. the attention each patch receives on average. An int is a token index (`cls_attention`).
+    """
+    if query != POOLED:
+        return cls_attention(
+            attentions, layer, head, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, query=query
+        )
+    attn = attentions[layer]  # (B, H, N, N)
+    weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
+    return readout(weights, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, global_pool=global_pool)
 
 
 def mean_attention_distance(
@@ -249,15 +310,20 @@ def mean_attention_distance(
 
 
 # --- tokens --------------------------------------------------------------------------------------------
-def token_patch(query: int, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> tuple[int, int] | None:
-    """(row, col) on the patch grid of token `query` (row-major after the prefix); None for a prefix token."""
-    if query < num_prefix_tokens:
+def token_patch(query: Query, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> tuple[int, int] | None:
+    """(row, col) on the patch grid of token `query` (row-major after the prefix); None for a prefix token or POOLED."""
+    if query == POOLED or query < num_prefix_tokens:
         return None
     return divmod(query - num_prefix_tokens, grid_size[1])
 
 
-def describe_token(query: int, *, num_prefix_tokens: int, grid_size: tuple[int, int]) -> str:
-    """'cls' for token 0 of a model with a cls token, 'prefix i' for other prefix tokens, else 'patch (row, col)'."""
+def describe_token(
+    query: Query, *, num_prefix_tokens: int, grid_size: tuple[int, int], global_pool: Pool | None = None
+) -> str:
+    """'cls' for token 0 of a model with a cls token, 'prefix i' for other prefix tokens, 'patch (row, col)'
+    for a patch; for POOLED what the head reads: 'cls' or 'mean of patches' (`global_pool`, see `readout`)."""
+    if query == POOLED:
+        return "cls" if _default_pool(global_pool, num_prefix_tokens) == "token" else "mean of patches"
     patch = token_patch(query, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
     if patch is None:
         return "cls" if query == 0 else f"prefix {query}"
@@ -295,6 +361,7 @@ class ForwardCache:
     attentions: list[torch.Tensor]  # L x (1, heads, N, N), post-softmax
     num_prefix_tokens: int
     grid_size: tuple[int, int]
+    global_pool: Pool  # what the head reads (`pooling`): the row POOLED queries
     _rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # layer -> (N, N)
     _gradient_rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # class -> (h, w)
 
@@ -302,6 +369,11 @@ class ForwardCache:
     def layout(self) -> dict:
         """`num_prefix_tokens` and `grid_size`, to pass on as `**cache.layout`."""
         return {"num_prefix_tokens": self.num_prefix_tokens, "grid_size": self.grid_size}
+
+    @property
+    def readout_layout(self) -> dict:
+        """`layout` and `global_pool`, for the functions that read the pooled row (`readout`, `raw_attention`)."""
+        return self.layout | {"global_pool": self.global_pool}
 
     @property
     def num_layers(self) -> int:
@@ -356,45 +428,54 @@ def forward_cache(model: nn.Module, image: torch.Tensor, label: int | None = Non
         logits=logits[0],
         attentions=list(attentions),
         **token_layout(model),
+        global_pool=pooling(model),
     )
 
 
-def head_options(num_heads: int, *, num_prefix_tokens: int) -> list[Head]:
-    """The `head` values `attention_map` accepts for such a model (no gradient rollout without a cls token)."""
-    options: list[Head] = [*range(num_heads), "mean", "max", "rollout"]
-    if num_prefix_tokens >= 1:
-        options.append("gradient rollout")
-    return options
+def head_options(num_heads: int) -> list[Head]:
+    """The `head` values `attention_map` accepts for a model with `num_heads` heads."""
+    return [*range(num_heads), "mean", "max", "rollout", "gradient rollout"]
+
+
+def query_options(num_tokens: int) -> list[Query]:
+    """The `query` values `attention_map` accepts: POOLED (the token the head reads), then every token index."""
+    return [POOLED, *range(num_tokens)]
 
 
 def attention_map(
-    cache: ForwardCache, layer: int, head: Head, query: int = 0, target: int | None = None
+    cache: ForwardCache, layer: int, head: Head, query: Query = POOLED, target: int | None = None
 ) -> torch.Tensor:
     """The (h, w) map over the patch grid for one image; raw weights, not rescaled.
 
-    `layer` indexes the blocks (0 = first; negative counts from the end), `query` the tokens (0 = the
-    cls token when there is one, then the patches row by row). `head` selects the map:
+    `layer` indexes the blocks (0 = first; negative counts from the end). `query` is POOLED (default: the
+    row of the token the head reads, `readout`: the cls token's, or the mean of the patch tokens' rows
+    for an average-pooled model) or a token index (0 = the cls token when there is one, then the
+    patches row by row). `head` selects the map:
     - a head index, 'mean' or 'max': row `query` of layer `layer`'s attention (that head, or the heads
-      fused entry-wise), patch columns only: `cls_attention`.
+      fused entry-wise), patch columns only: `raw_attention`.
     - 'rollout': row `query` of the rollout through layers 0..`layer` (inclusive); at the last layer
-      and query 0 this is exactly `attention_rollout`.
+      and POOLED this is exactly `attention_rollout(..., global_pool=pooling(model))`.
     - 'gradient rollout': `gradient_rollout` for class `target` (None: the predicted class). It explains
-      one logit of the whole network, read from the cls token at the top, so it ignores `layer` and
-      `query`. Needs a cls token.
+      one logit of the whole network, read where the head reads, so it ignores `layer` and `query`.
     """
     num_layers, n = cache.num_layers, cache.num_tokens
     if not -num_layers <= layer < num_layers:
         raise ValueError(f"layer must be in [{-num_layers}, {num_layers}), got {layer}")
     layer %= num_layers
-    if not 0 <= query < n:
-        raise ValueError(f"query must be a token index in [0, {n}), got {query}")
+    if isinstance(query, numbers.Integral) and not isinstance(query, bool):
+        query = int(query)
+    if query != POOLED and (not isinstance(query, int) or isinstance(query, bool) or not 0 <= query < n):
+        raise ValueError(f"query must be {POOLED!r} or a token index in [0, {n}), got {query!r}")
     if isinstance(head, numbers.Integral) and not isinstance(head, bool):
         head = int(head)  # e.g. a numpy integer
-    options = head_options(cache.num_heads, num_prefix_tokens=cache.num_prefix_tokens)
+    options = head_options(cache.num_heads)
     if head not in options or isinstance(head, bool):
         raise ValueError(f"head must be one of {options}, got {head!r}")
     if head == "gradient rollout":
         return cache.gradient_rollout(target)
     if head == "rollout":
-        return _patch_row_to_grid(cache.rollout(layer)[query][None], **cache.layout)[0]
-    return cls_attention(cache.attentions, layer, head, query=query, **cache.layout)[0]
+        matrix = cache.rollout(layer)[None]  # (1, N, N)
+        if query == POOLED:
+            return readout(matrix, **cache.readout_layout)[0]
+        return _patch_row_to_grid(matrix[:, query], **cache.layout)[0]
+    return raw_attention(cache.attentions, layer, head, query=query, **cache.readout_layout)[0]

@@ -6,7 +6,10 @@
 
 The map shown is `rollout.attention_map(cache, layer, head, query, target)` (its docstring says what
 each head option shows), over a `rollout.forward_cache` kept per image; the picture is a
-`plotting.render_overlay` PNG, a few milliseconds per update, with no matplotlib figure.
+`plotting.render_overlay` PNG with the patch grid drawn in, a few milliseconds per update, with no
+matplotlib figure, beside a colorbar labelled with the map's range. The query is chosen from a list or
+by clicking a patch of the small grid of buttons under the controls. Where widgets do not render (a
+notebook opened without a kernel), the explorer's text says so and points to `static_figure`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,24 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .plotting import plot_attention_maps, render_overlay, to_png
-from .rollout import ForwardCache, Head, attention_map, describe_token, forward_cache, head_options, token_patch
+from .plotting import colorbar_strip, plot_attention_maps, render_overlay, to_png
+from .rollout import (
+    POOLED,
+    ForwardCache,
+    Head,
+    Query,
+    attention_map,
+    describe_token,
+    forward_cache,
+    head_options,
+    token_patch,
+)
 
 PREDICTED = -1  # the class control's value for "the predicted class"
+TEXT_FORM = (
+    "AttentionExplorer: an interactive widget (image, layer, head, query, class, opacity), shown only with a "
+    "running kernel. Run the notebook to use it; the static figure below shows every map of the same image."
+)
 
 
 def _captioned(image: widgets.Image, caption: str) -> widgets.VBox:
@@ -38,10 +55,13 @@ def prediction_html(cache: ForwardCache, class_names: list[str]) -> str:
     return f"true: <b>{true}</b> &nbsp; predicted: {predicted}"
 
 
-def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_name: str) -> str:
-    """What the map `heat` (h, w) of `attention_map(cache, layer, head, ...)` shows, and its range."""
+def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_name: str, pooled: str = "cls") -> str:
+    """What the map `heat` (h, w) of `attention_map(cache, layer, head, ...)` shows, and its range.
+
+    `token` names the query (`describe_token`), `pooled` what the head reads ('cls' or 'mean of patches').
+    """
     if head == "gradient rollout":
-        what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all layers, cls token)"
+        what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all layers, read at: {pooled})"
     elif head == "rollout":
         what = f"rollout through layers 0-{layer}, row of the {token} token"
     else:
@@ -54,8 +74,8 @@ def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_na
     )
 
 
-def query_box(cache: ForwardCache, query: int) -> tuple[int, int, int, int] | None:
-    """(top, left, height, width) in image pixels of the patch of token `query`; None for a prefix token."""
+def query_box(cache: ForwardCache, query: Query) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) in image pixels of the patch of token `query`; None for a prefix token or POOLED."""
     patch = token_patch(query, **cache.layout)
     if patch is None:
         return None
@@ -67,11 +87,15 @@ class AttentionExplorer:
     """ipywidgets explorer of a ViT's attention over the images of `dataset`.
 
     Controls: `image` (index into the data set), `layer` (0 = first block), `head` (a head, 'mean', 'max',
-    'rollout', 'gradient rollout'), `query` (token index: 0 = cls, then patches row by row), `target` (class
-    explained by the gradient rollout; PREDICTED: the predicted class), `opacity`. Setting any control's
-    `.value` updates `current_map` (the raw (h, w) map, = `attention_map(...)`), the picture
-    (`overlay_image.value`, PNG bytes) and the texts. One forward pass per image is cached (the `max_cached`
-    most recent images), so only the image control runs the model, and a gradient rollout once per class.
+    'rollout', 'gradient rollout'), `query` (POOLED: the token the head reads, or a token index: the cls
+    token if any, then the patches row by row; also set by clicking a button of `query_grid`, one per
+    patch, or `pooled_button`), `target` (class explained by the gradient rollout; PREDICTED: the
+    predicted class), `opacity`. Setting any control's `.value` updates `current_map` (the raw (h, w)
+    map, = `attention_map(...)`), the picture (`overlay_image.value`, PNG bytes, min-max scaled, patch
+    grid drawn), the colorbar's labels (the map's range) and the texts. Every text and picture has a
+    fixed size, so the layout stays put as the controls change. One forward pass per image is cached
+    (the `max_cached` most recent images), so only the image control runs the model, and a gradient
+    rollout once per class.
     """
 
     def __init__(
@@ -81,7 +105,7 @@ class AttentionExplorer:
         index: int = 0,
         layer: int = -1,
         head: Head = "mean",
-        query: int = 0,
+        query: Query = POOLED,
         opacity: float = 0.6,
         cmap: str = "inferno",
         display_size: int = 252,
@@ -96,32 +120,87 @@ class AttentionExplorer:
         self.class_names = classes if len(classes) == n else [str(i) for i in range(n)]
         img_h, img_w = cache.image.shape[-2:]
         self.scale = max(1, round(display_size / max(img_h, img_w)))
-        depth, heads = cache.num_layers, head_options(cache.num_heads, num_prefix_tokens=cache.num_prefix_tokens)
+        self.pooled_name = describe_token(POOLED, **cache.readout_layout)  # 'cls' or 'mean of patches'
+        depth, heads = cache.num_layers, head_options(cache.num_heads)
+        wide = widgets.Layout(width="300px")
         self.image = widgets.BoundedIntText(value=index, min=0, max=len(dataset) - 1, description="image")
         self.image.layout.width = "180px"
-        self.layer = widgets.IntSlider(value=layer % depth, min=0, max=depth - 1, description="layer")
+        self.layer = widgets.IntSlider(value=layer % depth, min=0, max=depth - 1, description="layer", layout=wide)
         labels = [(f"head {h}" if isinstance(h, int) else h, h) for h in heads]
-        self.head = widgets.Dropdown(options=labels, value=head, description="head")
-        self.query = widgets.IntSlider(value=query, min=0, max=cache.num_tokens - 1, description="query")
-        self.query_label = widgets.Label()
+        self.head = widgets.Dropdown(options=labels, value=head, description="head", layout=wide)
+        tokens = [(f"pooled: {self.pooled_name}", POOLED)]
+        tokens += [(describe_token(q, **cache.layout), q) for q in range(cache.num_tokens)]
+        self.query = widgets.Dropdown(options=tokens, value=query, description="query", layout=wide)
         targets = [("predicted", PREDICTED), *((name, i) for i, name in enumerate(self.class_names))]
-        self.target = widgets.Dropdown(options=targets, value=PREDICTED, description="class")
-        self.opacity = widgets.FloatSlider(value=opacity, min=0.0, max=1.0, step=0.05, description="opacity")
+        self.target = widgets.Dropdown(options=targets, value=PREDICTED, description="class", layout=wide)
+        self.opacity = widgets.FloatSlider(
+            value=opacity, min=0.0, max=1.0, step=0.05, description="opacity", layout=wide
+        )
+        self.query_grid, self.pooled_button = self._query_picker(cache)
         self.input_image, self.overlay_image = (
             widgets.Image(format="png", width=f"{img_w * self.scale}px", layout=widgets.Layout(margin="2px"))
             for _ in range(2)
         )
-        self.prediction, self.status = widgets.HTML(), widgets.HTML()
+        bar_height = img_h * self.scale
+        self.colorbar = widgets.Image(
+            value=to_png(colorbar_strip(cmap, bar_height, 12)), format="png", width="12px", height=f"{bar_height}px"
+        )
+        self.colorbar_max, self.colorbar_min = (widgets.HTML(layout=widgets.Layout(width="64px")) for _ in range(2))
+        self.prediction = widgets.HTML(layout=widgets.Layout(height="1.6em"))
+        self.status = widgets.HTML(layout=widgets.Layout(height="4.5em", width=f"{2 * img_w * self.scale + 80}px"))
         for control in (self.layer, self.head, self.query, self.target):
             control.observe(self._on_map_change, names="value")
         self.image.observe(self._on_image_change, names="value")
         self.opacity.observe(self._render, names="value")
-        query_row = widgets.HBox([self.query, self.query_label])
-        controls = widgets.VBox([self.image, self.layer, self.head, query_row, self.target, self.opacity])
-        pictures = widgets.HBox([_captioned(self.input_image, "input"), _captioned(self.overlay_image, "attention")])
+        self.query.observe(self._mark_query, names="value")
+        picker = widgets.VBox(
+            [widgets.HTML("<small>query: click a patch, or</small>"), self.pooled_button, self.query_grid],
+            layout=widgets.Layout(margin="6px 0 0 90px"),
+        )
+        controls = widgets.VBox([self.image, self.layer, self.head, self.query, self.target, self.opacity, picker])
+        bar = widgets.VBox(
+            [self.colorbar_max, widgets.HBox([self.colorbar]), self.colorbar_min],
+            layout=widgets.Layout(justify_content="space-between", margin="22px 0 0 4px"),
+        )
+        pictures = widgets.HBox(
+            [_captioned(self.input_image, "input"), _captioned(self.overlay_image, "attention"), bar]
+        )
         self.widget = widgets.HBox([controls, widgets.VBox([pictures, self.prediction, self.status])])
         self.widget.add_class("vitnb-attention-explorer")
+        self._mark_query()
         self._on_image_change()
+
+    def _query_picker(self, cache: ForwardCache) -> tuple[widgets.GridBox, widgets.Button]:
+        """A grid of small buttons, one per patch in its place, and a button for the pooled query."""
+        (gh, gw), p = cache.grid_size, cache.num_prefix_tokens
+        buttons = []
+        for token in range(p, p + gh * gw):
+            button = widgets.Button(
+                tooltip=describe_token(token, **cache.layout),
+                layout=widgets.Layout(width="18px", height="18px", padding="0", margin="0"),
+            )
+            button.on_click(functools.partial(self._choose_query, token))
+            buttons.append(button)
+        grid = widgets.GridBox(
+            buttons, layout=widgets.Layout(grid_template_columns=f"repeat({gw}, 18px)", grid_gap="1px", width="auto")
+        )
+        pooled = widgets.Button(
+            description=f"pooled: {self.pooled_name}", layout=widgets.Layout(width=f"{18 * gw + gw}px", margin="2px 0")
+        )
+        pooled.on_click(functools.partial(self._choose_query, POOLED))
+        return grid, pooled
+
+    def _choose_query(self, query: Query, button=None) -> None:
+        self.query.value = query
+
+    def _mark_query(self, change=None) -> None:
+        """Highlight the picker's button of the current query."""
+        p = self.cache.num_prefix_tokens
+        for token, button in enumerate(self.query_grid.children, start=p):
+            style = "info" if token == self.query.value else ""
+            if button.button_style != style:
+                button.button_style = style
+        self.pooled_button.button_style = "info" if self.query.value == POOLED else ""
 
     def _forward(self, index: int) -> ForwardCache:
         self.forward_calls += 1
@@ -150,30 +229,45 @@ class AttentionExplorer:
     def _on_map_change(self, change=None) -> None:
         cache, head, layer = self.cache, self.head.value, self.layer.value
         gradient = head == "gradient rollout"
-        self.layer.disabled = self.query.disabled = gradient  # ignored by the gradient rollout
+        if self.layer.disabled != gradient:  # layer and query are ignored by the gradient rollout
+            self.layer.disabled = self.query.disabled = self.pooled_button.disabled = gradient
+            for button in self.query_grid.children:
+                button.disabled = gradient
         self.target.disabled = not gradient
         self.current_map = attention_map(cache, layer, head, self.query.value, self._target())
-        self.query_label.value = token = describe_token(self.query.value, **cache.layout)
-        self.status.value = status_html(self.current_map, head, layer, token, self.class_names[self._target()])
+        token = describe_token(self.query.value, **cache.readout_layout)
+        target = self.class_names[self._target()]
+        self.status.value = status_html(self.current_map, head, layer, token, target, self.pooled_name)
+        low, high = float(self.current_map.min()), float(self.current_map.max())
+        self.colorbar_max.value, self.colorbar_min.value = (f"<small>{v:.3g}</small>" for v in (high, low))
         self._render()
 
     def _render(self, change=None) -> None:
         gradient = self.head.value == "gradient rollout"  # no query: no outline
         box = None if gradient else query_box(self.cache, self.query.value)
-        picture = render_overlay(self.shown_image, self.current_map, self.opacity.value, self.cmap, self.scale, box)
+        picture = render_overlay(
+            self.shown_image, self.current_map, self.opacity.value, self.cmap, self.scale, box, self.cache.grid_size
+        )
         self.overlay_image.value = to_png(picture)
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        """The widget for a live kernel; for anything else (an untrusted notebook, a terminal), `TEXT_FORM`."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = TEXT_FORM
+        return bundle
 
-        display(self.widget)
+    def __repr__(self) -> str:
+        return TEXT_FORM
 
     def static_figure(self, dpi: int = 80, cell_size: float = 1.3) -> Figure:
         """Every map the explorer offers for the current image, query and class, as one matplotlib figure
         (`plotting.plot_attention_maps`), for readers where widgets do not render."""
         cache, names, query = self.cache, self.class_names, self.query.value
         true = "?" if cache.label is None else names[cache.label]
-        token = describe_token(query, **cache.layout)
-        title = f"image {self.image.value}: true {true}, predicted {names[cache.prediction]}; query = {token}"
+        token = describe_token(query, **cache.readout_layout)
+        title = (
+            f"image {self.image.value}: true {true}, predicted {names[cache.prediction]}; query = {token}; "
+            "each map min-max scaled"
+        )
         view = dict(query=query, target=self._target(), alpha=self.opacity.value, cmap=self.cmap, title=title)
         return plot_attention_maps(cache, self.shown_image, **view, dpi=dpi, cell_size=cell_size)
