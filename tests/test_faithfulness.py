@@ -419,3 +419,28 @@ def test_plot_deletion_insertion():
     assert len(deletion.collections) == 2  # one sem band per method
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rollout", "mine"]
     plt.close(fig)
+
+
+def test_compare_methods_ranks_and_pairs():
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64)  # flat curves: area = value
+
+    def flat(values):
+        v = torch.tensor(values, dtype=torch.float64)[:, None]
+        return {"deletion": v.expand(-1, 2), "insertion": (1 - v).expand(-1, 2)}
+
+    curves = {"random": flat([0.6, 0.5, 0.7]), "good": flat([0.2, 0.1, 0.3]), "fair": flat([0.45, 0.2, 0.4])}
+    deletion = fa.compare_methods(curves, x, "deletion")
+    assert [r["method"] for r in deletion] == ["good", "fair", "random"]
+    assert deletion[0]["area"] == pytest.approx(0.2) and deletion[0]["behind"] == 0 and deletion[0]["gap_closed"] == 1
+    assert math.isnan(deletion[0]["behind_sem"])
+    behind = torch.tensor([0.25, 0.1, 0.1], dtype=torch.float64)  # fair - good, image by image
+    assert deletion[1]["behind"] == pytest.approx(0.15)
+    assert deletion[1]["behind_sem"] == pytest.approx(behind.std().item() / math.sqrt(3))
+    assert deletion[1]["gap_closed"] == pytest.approx(1 - 0.15 / 0.4)  # random is 0.4 behind good
+    assert deletion[2]["gap_closed"] == pytest.approx(0.0)
+    insertion = fa.compare_methods(curves, x, "insertion")  # 1 - value: the same order, highest area first
+    assert [r["method"] for r in insertion] == ["good", "fair", "random"]
+    assert insertion[1]["behind"] == pytest.approx(0.15) and insertion[1]["area"] == pytest.approx(1 - 1.05 / 3)
+    assert fa.compare_methods(curves, x, "deletion", reference=None)[1]["gap_closed"] is None
+    with pytest.raises(ValueError, match="reference 'saliency' is not among"):
+        fa.compare_methods(curves, x, "deletion", reference="saliency")

@@ -8,6 +8,7 @@ An importance map scores every patch of an image (B, h, w). Two curves test it (
 
     curves, x = faithfulness_curves(model, test_set, n_images=500)  # per method, (500, steps + 1) each
     rows = faithfulness_summary(curves, x)  # per method: mean, sem, std of both areas, n
+    ranked = compare_methods(curves, x, "deletion")  # best first, paired differences, share of the gap
 
 The maps compared (`METHODS`), all (model, images, labels) -> (B, h, w), with `images` normalised as the
 model takes them and `labels` the true classes:
@@ -347,3 +348,39 @@ def faithfulness_table(model: nn.Module, data, methods: Sequence[str] = tuple(ME
     """`faithfulness_summary` of `faithfulness_curves` (same arguments: n_images, batch_size, k, baseline,
     seed, chunk_size, progress): one row per method, when the curves themselves are not needed."""
     return faithfulness_summary(*faithfulness_curves(model, data, methods, **options))
+
+
+def compare_methods(
+    curves_by_method: dict[str, dict[str, torch.Tensor]],
+    x: torch.Tensor,
+    kind: Literal["deletion", "insertion"],
+    reference: str | None = "random",
+) -> list[dict]:
+    """The methods ranked for one curve, most faithful first (deletion: smallest area; insertion: largest).
+
+    One dict per method: `method`, `area` (mean over the images), `behind` (how far its area is from the
+    best method's, in the unfaithful direction: >= 0), `behind_sem` (standard error of that difference,
+    paired: both areas come from the same images, so image-to-image spread cancels; nan for the best and
+    for a single image) and `gap_closed` (the share of the distance from `reference`'s area to the best
+    area that the method covers: 1 for the best, 0 for no better than the reference; None without one).
+    """
+    if kind not in ("deletion", "insertion"):
+        raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+    if reference is not None and reference not in curves_by_method:
+        raise ValueError(f"reference {reference!r} is not among the methods {list(curves_by_method)}")
+    sign = 1.0 if kind == "deletion" else -1.0  # lower deletion area, higher insertion area is better
+    areas = {m: area_under_curve(c[kind], x) for m, c in curves_by_method.items()}  # method -> (n,)
+    ranked = sorted(areas, key=lambda m: sign * areas[m].mean().item())
+    best = areas[ranked[0]]
+    rows = []
+    for method in ranked:
+        behind = sign * (areas[method] - best)  # (n,), per image
+        n = len(behind)
+        sem = behind.std().item() / math.sqrt(n) if n > 1 and method != ranked[0] else float("nan")
+        row = {"method": method, "area": areas[method].mean().item(), "behind": behind.mean().item(), "behind_sem": sem}
+        gap_closed = None
+        if reference is not None:
+            span = sign * (areas[reference].mean() - best.mean()).item()
+            gap_closed = 1.0 - row["behind"] / span if span > 0 else float("nan")
+        rows.append(row | {"gap_closed": gap_closed})
+    return rows
