@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pytest
 import torch
@@ -13,13 +14,14 @@ from helpers import tiny_vit
 from torch import nn
 
 import vitnb
-from vitnb import VisionTransformer, preset
+from vitnb import preset
 from vitnb.checkpoint import load_checkpoint, save_model
 from vitnb.experiments import data_efficiency, get_profile, paths, pretraining
 from vitnb.experiments.data_efficiency import make_model, results_table, translation_robustness
 from vitnb.experiments.pretraining import from_pretrained, train_val_split
 from vitnb.experiments.results import markdown_table, summarize, write_csv
-from vitnb.plotting import plot_class_samples, plot_data_efficiency, plot_translation
+from vitnb.patches import place_on_canvas
+from vitnb.plotting import plot_class_samples, plot_data_efficiency, plot_reconstructions, plot_translation
 from vitnb.train import TrainConfig, fit
 
 PACKAGE = Path(vitnb.__file__).parent
@@ -90,7 +92,7 @@ def test_the_experiment_modules_left_the_library():
 
 # --- profiles and paths ----------------------------------------------------------------------------
 def test_profiles(monkeypatch):
-    assert get_profile("quick").name == "quick" and get_profile("quick").nb06_steps == 1
+    assert get_profile("quick").name == "quick" and get_profile("quick").nb06_seeds == [0, 1]
     assert get_profile("full").nb05_corpus_classes == 1000
     monkeypatch.setenv("VITNB_PROFILE", "quick")
     assert repr(get_profile()) == "Profile('quick')"
@@ -143,30 +145,37 @@ def test_markdown_table_and_csv(tmp_path):
 
 def test_results_table_one_line_per_method_one_column_per_budget():
     rows = [
-        {"method": m, "labels_per_class": k, "fraction": k / 100, "test_acc": 0.5, "train_time": 3.0}
+        {
+            "method": m,
+            "labels_per_class": k,
+            "fraction": k / 100,
+            "test_acc": 0.5,
+            "train_time": 3.0 * k,
+            "images_per_s": 640.0 if m == "ViT" else 320.0,
+        }
         for m in ("ViT", "ResNet")
         for k in (1, 10)
     ]
     assert results_table(rows).splitlines() == [
-        "| method | 1% (1/class) | 10% (10/class) |",
-        "|---|---|---|",
-        "| ViT | 0.500 in 3 s | 0.500 in 3 s |",
-        "| ResNet | 0.500 in 3 s | 0.500 in 3 s |",
+        "| method | 1% (1/class) | 10% (10/class) | per step of 128 | longest run |",
+        "|---|---|---|---|---|",
+        "| ViT | 50.0 | 50.0 | 200 ms | 30 s |",
+        "| ResNet | 50.0 | 50.0 | 400 ms | 30 s |",
     ]
 
 
 def test_results_table_over_seeds_shows_the_range():
-    rows = RUNS + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in RUNS]
+    runs = [{**r, "images_per_s": 128.0} for r in RUNS]
+    rows = runs + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in runs]
     assert results_table(rows).splitlines() == [
-        "| method | 10% (10/class) | 100% (100/class) |",
-        "|---|---|---|",
-        "| ViT | 0.700 (0.600-0.800) in 20 s | 0.700 (0.600-0.800) in 100 s |",
+        "| method | 10% (10/class) | 100% (100/class) | per step of 128 | longest run |",
+        "|---|---|---|---|---|",
+        "| ViT | 70.0 (60.0-80.0) | 70.0 (60.0-80.0) | 1000 ms | 100 s |",
         "",
-        "mean test accuracy over 3 seeds (min-max in brackets), mean training time per run",
+        "test accuracy (%), mean over 3 seeds (min-max in brackets)",
     ]
 
 
-# --- pretraining and finetuning --------------------------------------------------------------------
 def test_train_val_split_holds_out_a_fixed_share_of_every_class(toy):
     data = toy(n=40, classes=4)
     train, val = train_val_split(data, 3, seed=1)
@@ -211,21 +220,40 @@ def test_pretrain_fractal_trains_on_the_corpus_and_writes_a_checkpoint(tmp_path,
 
 def test_load_or_pretrain_pretrains_only_when_the_checkpoint_is_missing(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(pretraining, "pretrain_fractal", lambda path: calls.append(path))
-    there = tmp_path / "there.pt"
-    there.write_bytes(b"")
-    assert pretraining.load_or_pretrain_fractal_vit(there) == there and calls == []
-    assert pretraining.load_or_pretrain_fractal_vit(tmp_path / "missing.pt") == tmp_path / "missing.pt"
+    routes = {
+        "there": (tmp_path / "there.pt", lambda path, progress: calls.append(path)),
+        "missing": (tmp_path / "missing.pt", lambda path, progress: calls.append(path)),
+    }
+    monkeypatch.setattr(pretraining, "ROUTES", routes)
+    (tmp_path / "there.pt").write_bytes(b"")
+    assert pretraining.load_or_pretrain("there") == tmp_path / "there.pt" and calls == []
+    assert pretraining.load_or_pretrain("missing") == tmp_path / "missing.pt"
     assert calls == [tmp_path / "missing.pt"]
+    with pytest.raises(ValueError, match="unknown pretraining route 'jft'; choose from"):
+        pretraining.load_or_pretrain("jft")
+
+
+def test_pretrain_mae_vit_saves_an_encoder_that_loads_into_a_classifier(tmp_path, monkeypatch, toy):
+    monkeypatch.setenv("VITNB_PROFILE", "quick")  # 30 images per class, one epoch
+    monkeypatch.setattr(pretraining, "fashion_mnist", lambda train: toy(n=400, size=28, classes=10))
+    mae, history = pretraining.pretrain_mae_vit(tmp_path / "mae.pt", progress=False)
+    assert len(history) == 1 and math.isfinite(history[0]["loss"]) and mae.mask_ratio == 0.75
+    ckpt = load_checkpoint(tmp_path / "mae.pt")
+    assert ckpt["route"] == "mae" and ckpt["config"] == preset(pretraining.VIT_PRESET).to_dict()
+    for key, value in mae.encoder.state_dict().items():
+        assert torch.equal(ckpt["model"][key], value), key
+    model = from_pretrained(tmp_path / "mae.pt", num_classes=3)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
+    assert model.head.out_features == 3
 
 
 def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, toy, capsys):
-    monkeypatch.setenv("VITNB_PROFILE", "quick")
-    monkeypatch.setattr(data_efficiency, "fashion_mnist", lambda train: toy(n=100, size=28, classes=10))
+    monkeypatch.setenv("VITNB_PROFILE", "quick")  # 50 images per class, one epoch
+    monkeypatch.setattr(data_efficiency, "fashion_mnist", lambda train: toy(n=600, size=28, classes=10))
     path = tmp_path / "vit.pt"
-    model = data_efficiency.load_or_train_fmnist_vit(path, epochs=1, labels_per_class=2, verbose=False)
+    model = data_efficiency.load_or_train_fmnist_vit(path, verbose=False)
     ckpt = load_checkpoint(path)
-    assert (ckpt["profile"], ckpt["labels_per_class"], ckpt["epochs"]) == ("quick", 2, 1)
+    assert (ckpt["profile"], ckpt["stand_in"], ckpt["epochs"]) == ("quick", True, 1)
     assert ckpt["config"] == preset(pretraining.VIT_PRESET).to_dict() and not model.training
     again = data_efficiency.load_or_train_fmnist_vit(path)
     assert capsys.readouterr().out.startswith(f"loaded {path} (test accuracy ")
@@ -233,35 +261,35 @@ def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, 
     assert torch.equal(again(x), model(x))
 
 
-def test_make_model_builds_every_method(tmp_path):
+def test_make_model_builds_every_method(tmp_path, monkeypatch):
     save_model(tmp_path / "pre.pt", tiny_vit(size=28, classes=5))
-    assert isinstance(make_model("vit_scratch", 7), VisionTransformer)
+    monkeypatch.setattr(data_efficiency, "load_or_pretrain", lambda route: tmp_path / "pre.pt")
     assert make_model("vit_scratch", 7).cfg == preset(pretraining.VIT_PRESET, num_classes=7)
-    probe = make_model("vit_pretrained_linear", 10, tmp_path / "pre.pt")
-    assert probe.head.out_features == 10 and not probe.blocks[0].attn.qkv.weight.requires_grad
-    assert make_model("vit_pretrained", 10, tmp_path / "pre.pt").blocks[0].attn.qkv.weight.requires_grad
-    assert make_model("resnet18", 3).fc.out_features == 3
-    with pytest.raises(ValueError, match="needs pretrained=PATH"):
-        make_model("vit_pretrained", 10)
-    with pytest.raises(ValueError, match="unknown method 'vit'"):
+    mae = make_model("vit_mae", 10)
+    assert mae.head.out_features == 10 and mae.training and mae.blocks[0].attn.qkv.weight.requires_grad
+    assert mae.cfg.embed_dim == 24  # the checkpoint's model, not a new one
+    assert make_model("resnet_small", 3).fc.out_features == 3 and make_model("resnet18", 3).fc.in_features == 512
+    assert make_model("pixels", 4)(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
+    with pytest.raises(ValueError, match="unknown model 'vit'; choose from"):
         make_model("vit")
 
 
 # --- data efficiency and translation ---------------------------------------------------------------
-def test_data_efficiency_runs_every_method_at_every_budget_with_the_same_steps(tmp_path, toy):
-    save_model(tmp_path / "pre.pt", tiny_vit(size=28, classes=5))
+def test_data_efficiency_runs_every_method_at_every_budget_on_the_same_images(toy):
     train, test = toy(n=40, size=28, classes=4), toy(n=8, size=28, classes=4, seed=1)
-    methods = {"probe": {"method": "vit_pretrained_linear", "lr": 0.1}}
-    cfg = TrainConfig(**FAST)
+    methods = {"floor": {"model": "pixels", "lr": 0.1, "batch_size": 4}}
     rows, kept = data_efficiency.run(
-        methods, train, test, [2, 4], 1, cfg, tmp_path / "pre.pt", keep={("probe", 4)}, seeds=(0, 1), progress=False
+        methods, train, test, [(2, 16), (4, 16)], seeds=(0, 1), keep=[("floor", 4)], progress=False
     )
     assert [(r["labels_per_class"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]
     assert [r["fraction"] for r in rows] == [0.2, 0.2, 0.4, 0.4]
-    assert [r["epochs"] for r in rows] == [2.0, 2.0, 1.0, 1.0]  # 1 step of 16 images over 8 or 16 labelled images
-    assert [len(r["history"]) for r in rows] == [2, 2, 1, 1]
-    assert list(kept) == [("probe", 4)] and kept[("probe", 4)].head.out_features == 4
+    assert [len(r["history"]) for r in rows] == [2, 2, 1, 1]  # 16 images: twice over 8, once over 16
+    assert [r["images"] for r in rows] == [16] * 4 and all(r["images_per_s"] > 0 for r in rows)
+    assert list(kept) == [("floor", 4)] and not kept[("floor", 4)].training
     assert [(s["labels_per_class"], s["n"]) for s in data_efficiency.summary(rows)] == [(2, 2), (4, 2)]
+    table = data_efficiency.results_table(rows)
+    assert table.splitlines()[0].startswith("| method | 20% (2/class) | 40% (4/class) | per step of 128 |")
+    assert "mean over 2 seeds" in table
 
 
 class TopLeftPixel(nn.Module):
@@ -276,11 +304,21 @@ class TopLeftPixel(nn.Module):
         return torch.stack([pixel, self.threshold.expand_as(pixel)], dim=1)
 
 
-def test_translation_robustness_scores_shifted_images(toy):
+def test_translation_robustness_moves_images_across_a_padded_canvas(toy):
     data = toy(n=6, size=8, classes=1)
-    data.images[:, :, 0, 0] = 255  # every image has a bright top-left pixel; background is 0
-    result = translation_robustness({"pixel": TopLeftPixel()}, data, shifts=(0, 1, 3))
-    assert result == {"pixel": [1.0, 0.0, 0.0]}
+    data.images[:, :, 0, 0] = 255  # every image has a bright top-left pixel; the canvas is background (0)
+    vit = tiny_vit(size=8, classes=2, class_token=False, global_pool="avg", pos_embed="sincos")
+    result = translation_robustness({"pixel": TopLeftPixel(), "vit": vit}, data, pad=4)
+    assert result["pixel"] == [1.0, 0.0, 0.0, 0.0, 0.0] and len(result["vit"]) == 5
+    assert vit.cfg.img_size == 8  # scored on a 12-px canvas through a copy: the model itself is unchanged
+
+
+def test_place_on_canvas_never_crops():
+    x = torch.arange(1, 5.0).reshape(1, 1, 2, 2)
+    canvas = place_on_canvas(x, 2, 1, 2)
+    assert canvas.shape == (1, 1, 4, 4) and canvas.sum() == x.sum() and torch.equal(canvas[..., 2:4, 1:3], x)
+    with pytest.raises(ValueError, match=r"offset \(3, 0\) must lie in 0..pad=2"):
+        place_on_canvas(x, 2, 3, 0)
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -288,15 +326,32 @@ def test_experiment_figures(toy):
     fig = plot_class_samples(toy(n=12, classes=3), num_classes=3, per_class=4, title="t")
     assert len(fig.axes) == 12 and fig.axes[0].get_title(loc="left") == "a"
     plt.close(fig)
-    summary = data_efficiency.summary(RUNS + [{**r, "method": "CNN"} for r in RUNS])
-    fig = plot_data_efficiency(summary)
-    assert [c.get_label() for c in fig.axes[0].containers] == ["ViT", "CNN"]
+    runs = [{**r, "images_per_s": 1.0} for r in RUNS]
+    summary = data_efficiency.summary(runs + [{**r, "method": "CNN"} for r in runs])
+    fig = plot_data_efficiency(summary, colors={"CNN": "#123456"})
+    ax = fig.axes[0]
+    assert [c.get_label() for c in ax.containers] == ["ViT", "CNN"] and ax.get_xlabel() == "% of labels"
+    assert matplotlib.colors.to_hex(ax.containers[1].lines[0].get_color()) == "#123456"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10%"]
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # the legend sits outside
     plt.close(fig)
-    fig = plot_translation({"a": [0.9, 0.8], "b": [0.7, 0.7]}, shifts=(0, 2))
-    assert [list(line.get_xdata()) for line in fig.axes[0].lines] == [[0, 2], [0, 2]]
+    fig = plot_translation({"a": [0.9, 0.8, 0.7], "b": [0.7, 0.7, 0.7]}, patch_size=2)
+    assert [list(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [[0, 1, 2], [0, 1, 2]]
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx([90, 80, 70])
     plt.close(fig)
-    with pytest.raises(ValueError, match="'a' has 2 accuracies for 3 shifts"):
-        plot_translation({"a": [0.9, 0.8]}, shifts=(0, 1, 2))
+    with pytest.raises(ValueError, match=r"one accuracy per shift, got lengths \[2, 3\]"):
+        plot_translation({"a": [0.9, 0.8], "b": [0.7, 0.7, 0.7]})
+
+
+def test_reconstruction_grid_shares_one_grey_scale():
+    images, faint = torch.rand(3, 1, 8, 8), 0.1 * torch.rand(3, 1, 8, 8)
+    fig = plot_reconstructions({"image": images, "reconstruction": faint}, patch_size=4)
+    assert len(fig.axes) == 6 and fig.axes[0].get_ylabel() == "image"
+    both = torch.cat([images, faint])
+    assert {im.get_clim() for ax in fig.axes for im in ax.get_images()} == {(both.min().item(), both.max().item())}
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one shape"):
+        plot_reconstructions({"a": images, "b": images[:2]})
 
 
 def test_shown_path_hides_the_machines_folders(monkeypatch, tmp_path):

@@ -149,4 +149,11 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., top : top + h, left : left + w]
 
 
+def place_on_canvas(x: torch.Tensor, pad: int, dx: int, dy: int) -> torch.Tensor:
+    """Images (B, C, H, W) on a zero canvas (B, C, H + pad, W + pad), their top-left corner at (dx, dy)."""
+    if not (0 <= dx <= pad and 0 <= dy <= pad):
+        raise ValueError(f"the offset ({dx}, {dy}) must lie in 0..pad={pad}, or the canvas would crop the image")
+    return F.pad(x, (dx, pad - dx, dy, pad - dy))
+
+
 STEM_CLASSES = {"patch": PatchEmbed, "conv": ConvStemEmbed, "conv_deep": DeepConvStemEmbed, "spt": ShiftedPatchEmbed}

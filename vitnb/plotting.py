@@ -516,40 +516,81 @@ def plot_class_samples(dataset, num_classes: int = 8, per_class: int = 6, title:
     return fig
 
 
+def plot_reconstructions(rows: dict[str, torch.Tensor], patch_size: int | None = None) -> Figure:
+    """A grid with one row per entry of `rows` ({label: images (B, C, H, W)}, e.g. the images, the masked input
+    and the reconstructions of `vitnb.mae.MaskedAutoencoder.reconstruct`) and one column per image.
+
+    Every image is drawn on one grey scale, shared by all rows, so that a reconstruction is not stretched to look
+    sharper than it is; `patch_size` draws faint patch borders."""
+    batches = list(rows.values())
+    if len({b.shape for b in batches}) != 1:
+        raise ValueError(f"every row needs images of one shape, got {[tuple(b.shape) for b in batches]}")
+    low, high = min(b.min() for b in batches).item(), max(b.max() for b in batches).item()
+    n = batches[0].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n + 1.6, 1.25 * len(rows)), dpi=80, squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(images[c, 0].detach().cpu().float().numpy(), cmap="gray", vmin=low, vmax=high)
+            if patch_size:
+                size = images.shape[-1]
+                for t in range(patch_size, size, patch_size):
+                    ax.axhline(t - 0.5, color="tab:blue", lw=0.3, alpha=0.5)
+                    ax.axvline(t - 0.5, color="tab:blue", lw=0.3, alpha=0.5)
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    fig.subplots_adjust(left=1.5 / (1.2 * n + 1.6), right=0.99, bottom=0.01, top=0.99, wspace=0.05, hspace=0.05)
+    return fig
+
+
 def plot_data_efficiency(
-    summary: Sequence[dict], title: str = "Fashion-MNIST test accuracy vs labelled examples"
+    summary: Sequence[dict],
+    colors: dict[str, str] | None = None,
+    title: str = "Fashion-MNIST test accuracy vs labelled examples",
 ) -> Figure:
     """Mean test accuracy per method against the % of labels used; bars span the seeds' min to max.
 
     `summary`: `vitnb.experiments.data_efficiency.summary(rows)` (keys method, fraction, mean, min, max).
+    `colors`: {method: colour}, so that a method keeps its colour in every figure; the legend sits outside.
     """
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
+    colors = colors or {}
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=80)
     for name in dict.fromkeys(s["method"] for s in summary):
         mine = sorted((s for s in summary if s["method"] == name), key=lambda s: s["fraction"])
-        mean = [s["mean"] for s in mine]
-        spread = [[s["mean"] - s["min"] for s in mine], [s["max"] - s["mean"] for s in mine]]
-        ax.errorbar([100 * s["fraction"] for s in mine], mean, yerr=spread, fmt="o-", capsize=3, label=name)
-    ax.set(xscale="log", xlabel="% of the training labels used", ylabel="test accuracy", title=title)
+        mean = [100 * s["mean"] for s in mine]
+        spread = [[100 * (s["mean"] - s["min"]) for s in mine], [100 * (s["max"] - s["mean"]) for s in mine]]
+        x = [100 * s["fraction"] for s in mine]
+        ax.errorbar(x, mean, yerr=spread, fmt="o-", capsize=3, label=name, color=colors.get(name))
+    fractions = sorted({100 * s["fraction"] for s in summary})
+    ax.set(xscale="log", xlabel="% of labels", ylabel="test accuracy (%)", title=title)
+    ax.set_xticks(fractions, [f"{f:g}%" for f in fractions])
+    ax.minorticks_off()
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
     return fig
 
 
-def plot_translation(results: dict[str, Sequence[float]], shifts: Sequence[int] = (0, 1, 2, 3, 4)) -> Figure:
-    """Test accuracy per model against the shift of the test images ({name: [accuracy per shift]})."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=80)
+def plot_translation(
+    results: dict[str, Sequence[float]], patch_size: int | None = None, colors: dict[str, str] | None = None
+) -> Figure:
+    """Test accuracy per model against the shift of the test images on a padded canvas
+    ({name: [accuracy at shift 0, 1, ...]}); a dotted line marks the shift of one patch, if given."""
+    colors = colors or {}
+    lengths = {len(accs) for accs in results.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"every model needs one accuracy per shift, got lengths {sorted(lengths)}")
+    shifts = range(lengths.pop())
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=80)
     for name, accs in results.items():
-        if len(accs) != len(shifts):
-            raise ValueError(f"{name!r} has {len(accs)} accuracies for {len(shifts)} shifts {tuple(shifts)}")
-        ax.plot(shifts, accs, "o-", label=name)
-    ax.set(
-        xlabel="shift of the test images (pixels right and down)",
-        ylabel="test accuracy",
-        title="translation robustness",
-    )
+        ax.plot(shifts, [100 * a for a in accs], "o-", label=name, color=colors.get(name))
+    if patch_size is not None:
+        ax.axvline(patch_size, color="grey", ls=":", lw=1)
+        ax.annotate("one patch", (patch_size, 0.02), xycoords=("data", "axes fraction"), ha="right", color="grey")
+    ax.set(xlabel="shift of the image on the canvas (pixels right and down)", ylabel="test accuracy (%)")
+    ax.set(title="translation robustness", xticks=list(shifts))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
     return fig
 

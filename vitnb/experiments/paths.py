@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..data import checkout_root
 
-FRACTAL_VIT_PATH = "runs/05_pretraining/vit_fractal.pt"  # notebook 05 writes it, notebook 06 finetunes it
+FRACTAL_VIT_PATH = "runs/05_pretraining/vit_fractal.pt"  # notebook 05 writes them, notebook 06 finetunes them
+MAE_VIT_PATH = "runs/05_pretraining/vit_mae.pt"
 FMNIST_VIT_PATH = "runs/06_finetuning/vit_fmnist.pt"  # notebook 06 writes it, notebooks 02, 03 and 07 read it
 
 

@@ -1,7 +1,10 @@
-"""Notebook 05's protocol: pretrain a CPU-sized ViT to classify fractal categories, then reuse the checkpoint.
+"""Notebook 05's protocol: pretrain the series' ViT by two offline routes, then reuse the checkpoints.
 
-`pretrain_fractal` is the recipe; `load_or_pretrain_fractal_vit` gives later notebooks its checkpoint
-(making one if it is missing); `from_pretrained` turns a checkpoint into a model for a new task.
+- 'fractal': `pretrain_fractal` classifies formula-driven fractal categories (labelled, synthetic images);
+- 'mae': `pretrain_mae_vit` trains a masked autoencoder on the Fashion-MNIST training images, labels unused.
+
+`load_or_pretrain(route)` gives later notebooks a route's checkpoint (pretraining first if it is missing);
+`from_pretrained` turns a checkpoint into a model for a new task.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import torch
 from torch import nn
 
 from .. import fractal
-from ..checkpoint import load_model
+from ..checkpoint import load_model, save_model
 from ..config import ViTConfig, preset
-from ..data import ImageTensorDataset
+from ..data import ImageTensorDataset, fashion_mnist
+from ..mae import MaskedAutoencoder, pretrain_mae
 from ..model import VisionTransformer
 from ..train import TrainConfig, fit, freeze_all_but_head
-from .paths import FRACTAL_VIT_PATH, run_path, shown_path
+from .paths import FRACTAL_VIT_PATH, MAE_VIT_PATH, run_path, shown_path
 from .profiles import get_profile
 
 VIT_PRESET = "cpu_small"  # the series' ViT: notebooks 05-07 pretrain, finetune and inspect it
@@ -62,12 +66,37 @@ def pretrain_fractal(
     return model, history, (train, val)
 
 
-def load_or_pretrain_fractal_vit(path: str | os.PathLike = FRACTAL_VIT_PATH) -> Path:
-    """The path of notebook 05's pretrained checkpoint, pretraining one first (profile sizes) if it is missing."""
+def pretrain_mae_vit(
+    path: str | os.PathLike = MAE_VIT_PATH, epochs: float | None = None, progress: bool = True
+) -> tuple[MaskedAutoencoder, list[dict]]:
+    """Pretrain a `VIT_PRESET` ViT as the encoder of a masked autoencoder on the Fashion-MNIST training images
+    (labels unused; the quick profile takes a per-class subset), and save the encoder to `path`.
+
+    Masking ratio, loss and epochs come from the profile (nb05_mae_*). Returns (autoencoder, history).
+    """
+    P = get_profile()
+    images = fashion_mnist(True).per_class_subset(P.nb05_mae_per_class)
+    torch.manual_seed(0)
+    vit = VisionTransformer(preset(VIT_PRESET))
+    mae = MaskedAutoencoder(vit, mask_ratio=P.nb05_mae_mask_ratio, norm_pix_loss=P.nb05_mae_norm_pix_loss)
+    history = pretrain_mae(mae, images, epochs=epochs or P.nb05_mae_epochs, progress=progress)
+    save_model(run_path(path), vit, dataset=images, route="mae", mask_ratio=mae.mask_ratio, profile=P.name)
+    return mae, history
+
+
+ROUTES = {"fractal": (FRACTAL_VIT_PATH, pretrain_fractal), "mae": (MAE_VIT_PATH, pretrain_mae_vit)}
+
+
+def load_or_pretrain(route: str) -> Path:
+    """The path of notebook 05's checkpoint for `route` ('fractal' or 'mae'), pretraining one first (profile
+    sizes) if it is missing."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown pretraining route {route!r}; choose from {sorted(ROUTES)}")
+    path, pretrain = ROUTES[route]
     path = run_path(path)
     if not path.exists():
         print(f"no pretrained checkpoint at {shown_path(path)}: pretraining one now (notebook 05 does the same)")
-        pretrain_fractal(path)
+        pretrain(path, progress=False)
     return path
 
 

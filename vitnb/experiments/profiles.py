@@ -19,24 +19,31 @@ _SETTINGS: dict[str, dict[str, object]] = {
     # --- timing the 224-px tiny preset (notebook 04): fewer, smaller batches than the 28-px cpu preset
     "nb04_tiny_batch_size": {"quick": 4, "full": 16},
     "nb04_tiny_batches": {"quick": 1, "full": 3},
-    # --- pretraining on fractals (notebook 05, experiments.pretraining)
+    # --- pretraining (notebook 05, experiments.pretraining): fractal categories, and a masked autoencoder
     "nb05_corpus_classes": {"quick": 10, "full": 1000},  # fractal categories (benchmarks/pretraining_routes.py)
-    "nb05_corpus_per_class": {"quick": 24, "full": 40},  # instances per category (train + validation)
+    "nb05_corpus_per_class": {"quick": 24, "full": 24},  # instances per category (train + validation)
     "nb05_val_per_class": {"quick": 4, "full": 4},  # of which held out for validation
-    "nb05_epochs": {"quick": 1, "full": 6},
+    "nb05_epochs": {"quick": 1, "full": 4},
+    "nb05_mae_per_class": {"quick": 30, "full": None},  # Fashion-MNIST training images per class (None: all 6,000)
+    "nb05_mae_epochs": {"quick": 1, "full": 8},
+    "nb05_mae_mask_ratio": {"quick": 0.75, "full": 0.75},
+    "nb05_mae_norm_pix_loss": {"quick": True, "full": True},
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
-    "nb06_steps": {"quick": 1, "full": 200},  # optimizer steps per finetuning run, the same for every budget
-    "nb06_seeds": {"quick": [0, 1], "full": [0]},  # training seeds per run
-    "nb06_batch_size": {"quick": 16, "full": 128},
+    "nb06_images": {"quick": [64, 64, 128], "full": [19_200, 25_600, 153_600]},  # training images per run, per budget
+    "nb06_seeds": {"quick": [0, 1], "full": [0, 1]},  # training seeds per run
     "nb06_test_per_class": {"quick": 10, "full": 500},  # test images per class scored (500 -> 5,000)
-    # the stand-in Fashion-MNIST ViT that load_or_train_fmnist_vit trains when notebook 06's is missing
-    "fmnist_vit_fallback_epochs": {"quick": 1, "full": 4},
-    "fmnist_vit_fallback_per_class": {"quick": 50, "full": 1000},
+    # the stand-in for the series' ViT that load_or_train_fmnist_vit trains when notebook 06's is missing
+    "fmnist_vit_fallback_epochs": {"quick": 1, "full": 2},
+    "fmnist_vit_fallback_per_class": {"quick": 50, "full": 6000},
     # --- attention maps (notebook 07)
     "nb07_grid_images": {"quick": 4, "full": 6},  # test images in the map grids
+    "nb07_accuracy_images": {"quick": 500, "full": None},  # test images scored for the accuracy (None: all 10,000)
     "nb07_distance_images": {"quick": 64, "full": 2000},  # test images averaged for the attention distance
-    "nb07_latency_updates": {"quick": 5, "full": 30},  # explorer updates timed per control
+    "nb07_faithfulness_images": {"quick": 20, "full": 500},  # test images of the deletion/insertion curves
+    "nb07_faithfulness_k": {"quick": 7, "full": 4},  # patches deleted or inserted per step (of 49)
+    "nb07_exercise_images": {"quick": 10, "full": 100},  # test images of the exercises' faithfulness runs
+    "nb07_latency_updates": {"quick": 5, "full": 20},  # explorer updates timed per control
     # --- the ablation of minor modifications (notebook 08, experiments.ablation.Protocol)
     "nb08_per_class": {"quick": 10, "full": 600},  # the '10% labels' regime (600/class = 10%)
     "nb08_budget_images": {"quick": 100, "full": 24000},  # training images per run, both regimes
