@@ -219,3 +219,11 @@ def test_load_dataset_names_the_set_it_loaded(tmp_path):
 def test_unknown_dataset_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown data set 'mnist3d'"):
         data.load_dataset("mnist3d")
+
+
+def test_resized_keeps_labels_classes_and_brightness(toy):
+    data = toy(n=8, size=8)
+    big = data.resized(16)
+    assert big.images.shape == (8, 1, 16, 16) and big.images.dtype == torch.uint8
+    assert torch.equal(big.labels, data.labels) and big.classes == data.classes and big.mean == data.mean
+    assert abs(big.images.float().mean() - data.images.float().mean()) < 2  # a resize, not a crop or a rescale

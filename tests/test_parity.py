@@ -233,3 +233,24 @@ def test_load_torchvision_vit_bad_input(tmp_path):
 def test_torchvision_unknown_key_is_an_error():
     with pytest.raises(ValueError, match="unexpected key 'heads.pre_logits.weight'"):
         torchvision_vit_state_dict({"heads.pre_logits.weight": torch.zeros(1)})
+
+
+def test_hub_reachable_says_whether_a_connection_opens(monkeypatch):
+    import socket
+
+    from vitnb.convert import hub_reachable
+
+    opened = []
+
+    class Connection:
+        def close(self):
+            opened.append("closed")
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Connection())
+    assert hub_reachable("example.org") and opened == ["closed"]
+
+    def refuse(address, timeout):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert not hub_reachable("example.org")

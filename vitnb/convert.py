@@ -51,6 +51,18 @@ def timm_kwargs(cfg: ViTConfig) -> dict:
 
 
 # --- timm -----------------------------------------------------------------------------------------
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """True if `host` accepts a connection on port 443 within `timeout` seconds: whether a pretrained download
+    can start at all (a machine offline would otherwise spend a minute in the downloader's retries)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def from_timm(name: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
     """The vitnb twin of timm model `name`: its config, its weights, the same logits (in eval mode).
 

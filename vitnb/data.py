@@ -129,6 +129,11 @@ class ImageTensorDataset(torch.utils.data.Dataset):
         """The examples at `indices`, with the same classes, preprocessing and name."""
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
+    def resized(self, size: int) -> ImageTensorDataset:
+        """The same examples with images resized to `size` x `size` (torchvision's antialiased bilinear resize)."""
+        images = v2.functional.resize(self.images, [size, size], antialias=True)
+        return dataclasses.replace(self, images=images)
+
     def per_class_subset(self, per_class: int | None, seed: int = 0) -> ImageTensorDataset:
         """A fixed, seeded selection of `per_class` examples of every class (e.g. 1% of the labels).
 

@@ -32,6 +32,22 @@ from .results import markdown_table, summarize
 
 # model name -> what `make_model` builds: a new model, or the series' ViT initialised by a pretraining route
 MODELS = ("pixels", "resnet_small", "resnet18", "vit_scratch", "vit_mae", "vit_fractal")
+# notebook 06's contenders: {display name: {'model': one of MODELS, `series_recipe` changes}}
+METHODS = {
+    "pixels (logistic regression)": {"model": "pixels"},
+    "small ResNet": {"model": "resnet_small"},
+    "ViT from scratch": {"model": "vit_scratch"},
+    "ViT + fractal pretraining": {"model": "vit_fractal", "lr": 1e-3},
+    "ViT + MAE pretraining": {"model": "vit_mae", "lr": 1e-3},
+}
+# one colour per contender, the same in every figure (plotting.plot_data_efficiency, plot_translation)
+COLORS = {
+    "pixels (logistic regression)": "tab:gray",
+    "small ResNet": "tab:red",
+    "ViT from scratch": "tab:blue",
+    "ViT + fractal pretraining": "tab:purple",
+    "ViT + MAE pretraining": "tab:green",
+}
 BY = ("method", "labels_per_class")  # a run's group: the summaries are over its seeds
 
 
@@ -40,7 +56,7 @@ def series_recipe(epochs: float, **changes) -> TrainConfig:
     after a warmup over the first 5% of the run, cosine decay, weight decay 0.05, label smoothing 0.1,
     batch 128, horizontal flips only (no crops), and scoring each test image with its mirror image."""
     cfg = dict(batch_size=128, lr=2e-3, warmup_epochs=0.05 * epochs, weight_decay=0.05, label_smoothing=0.1)
-    return TrainConfig(epochs=epochs, crop_pad=0, eval_flip=True, **{**cfg, **changes})
+    return TrainConfig(epochs=epochs, **{**cfg, "crop_pad": 0, "eval_flip": True, **changes})
 
 
 def load_or_train_fmnist_vit(path: str | os.PathLike = FMNIST_VIT_PATH, verbose: bool = True) -> VisionTransformer:

@@ -100,6 +100,22 @@ def load_or_pretrain(route: str) -> Path:
     return path
 
 
+IMAGENET_VIT = "vit_tiny_patch16_224"  # timm's ViT-Ti/16: ImageNet-21k pretrained, ImageNet-1k finetuned, 5.7M
+IMAGENET_IMG_SIZE = 64  # Fashion-MNIST upsampled to 64 px, so that 16-px patches make a 4x4 grid
+
+
+def imagenet_vit(num_classes: int = 10, pretrained: bool = True) -> VisionTransformer:
+    """timm's ImageNet ViT-Ti/16 as a vitnb model for one-channel `IMAGENET_IMG_SIZE` images, with a new head.
+
+    Downloads the weights (see `vitnb.convert.hub_reachable`); timm sums the RGB patch filters into one
+    channel and resamples the position embeddings to the 4x4 grid."""
+    from ..convert import from_timm
+
+    return from_timm(
+        IMAGENET_VIT, pretrained=pretrained, num_classes=num_classes, img_size=IMAGENET_IMG_SIZE, in_chans=1
+    )
+
+
 def from_pretrained(
     path: str | os.PathLike, num_classes: int, img_size: int | None = None, mode: str = "full"
 ) -> nn.Module:
