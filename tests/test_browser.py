@@ -187,24 +187,28 @@ def test_attention_explorer_in_jupyterlab(lab_server, page):
 
     explorer = page.locator(".vitnb-attention-explorer")
     explorer.wait_for(timeout=150_000)
-    # every code cell has run: its prompt shows a number, not '*' or nothing
+    # every code cell in view has run: its prompt shows a number, not '*' or nothing (the folded solutions at the
+    # end show only a placeholder; the kernel going idle below covers them)
     code_cells = page.locator(".jp-CodeCell")
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
-        prompts = code_cells.locator(".jp-InputPrompt").evaluate_all("els => els.map(e => e.textContent)")
+        prompts = code_cells.locator(".jp-InputArea .jp-InputPrompt").evaluate_all(
+            "els => els.filter(e => e.offsetParent !== null).map(e => e.textContent)"
+        )
         if prompts and all(p.strip().strip("[]:").isdigit() for p in prompts):
             break
         time.sleep(1)
     else:
         pytest.fail(f"the notebook did not finish running: prompts {prompts}")
+    wait_for_idle_kernel(url, token)
 
     body = page.locator("body").inner_text()
     assert "Error displaying widget" not in body
     assert "Traceback (most recent call last)" not in body
 
     pictures = explorer.locator("img")
-    assert pictures.count() == 2  # the input and the attention overlay
-    overlay = pictures.nth(1)
+    assert pictures.count() == 3  # the input, the attention overlay and the colorbar
+    overlay = explorer.locator("img.vitnb-overlay")
     overlay.scroll_into_view_if_needed()
     assert overlay.evaluate("img => img.complete && img.naturalWidth") > 0
     before = picture_bytes(overlay)
@@ -224,6 +228,24 @@ def test_attention_explorer_in_jupyterlab(lab_server, page):
     assert int(readout.inner_text()) == start - 2
     assert after != before, "the attention picture did not change when the layer slider moved"
     assert "Error displaying widget" not in page.locator("body").inner_text()
+
+    # a click on a patch of the query grid chooses that patch as the query: the picture changes (the patch is
+    # outlined), the query list follows, and nothing moves on the page
+    box = overlay.bounding_box()
+    before = after
+    grid = explorer.locator(".vitnb-query-grid button")
+    assert grid.count() >= 4
+    grid.nth(grid.count() // 2).click()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and picture_bytes(overlay) == before:
+        time.sleep(0.2)
+    assert picture_bytes(overlay) != before, "the attention picture did not change when a patch was clicked"
+    query = explorer.locator(".widget-dropdown", has=page.locator("label", has_text="query")).locator("select")
+    chosen = query.evaluate("s => s.options[s.selectedIndex].text").replace("\xa0", " ")  # ipywidgets: no-break spaces
+    middle = grid.count() // 2  # the 7x7 grid's centre, patch (3, 3)
+    side = round(grid.count() ** 0.5)
+    assert chosen == f"patch ({middle // side}, {middle % side})"
+    assert overlay.bounding_box() == box, "the picture moved when the query changed"
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     explorer.evaluate("e => e.scrollIntoView({block: 'start'})")

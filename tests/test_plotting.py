@@ -163,11 +163,14 @@ def test_plot_maps_with_colorbars_shares_a_scale_per_column():
     for j, m in enumerate(maps.values(), start=1):
         for i in range(3):
             drawn = axes[3 * i + j].images[0]
-            assert drawn.get_clim() == pytest.approx((0.0, float(m.max())))
+            assert drawn.get_clim() == pytest.approx((float(m.min()), float(m.max())))
             torch.testing.assert_close(
                 torch.from_numpy(np.asarray(drawn.get_array())), plotting.upsampled_heat(m[i], (8, 8), False)
             )
     assert bars[0].get_xlabel() == "x uniform"
+    plt.close(fig)
+    fig = plotting.plot_maps_with_colorbars(images, maps, from_zero=True)
+    assert fig.axes[1].images[0].get_clim() == pytest.approx((0.0, float(maps["a"].max())))
     plt.close(fig)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from PIL import Image
 
 from .rollout import POOLED, ForwardCache, Query, attention_map, head_options
@@ -123,12 +123,14 @@ def plot_maps_with_colorbars(
     cell_size: float = 1.6,
     dpi: int = 80,
     outline: float | None = 0.2,
+    from_zero: bool = False,
 ) -> Figure:
     """One row per image (C, H, W): the image, then each (B, h, w) map drawn by `show_map`.
 
-    Every column has one colour scale, from 0 to the column's largest value, and a colorbar under it
-    labelled `label` (state the unit there), so the images of one column compare directly, and each
-    column's bar tells how peaked its maps are. Maps are drawn raw: no min-max scaling.
+    Every column has one colour scale, from the column's smallest value (0 if `from_zero`) to its largest,
+    and a colorbar under it labelled `label` (state the unit there): the images of one column compare
+    directly, and the bar's ticks tell how far the maps depart from flat, even when that is little.
+    Maps are drawn raw: no scaling per map.
     """
     rows, cols = len(images), 1 + len(maps_by_title)
     fig, axes = plt.subplots(
@@ -139,13 +141,14 @@ def plot_maps_with_colorbars(
         if row_titles is not None:
             axes[i, 0].set_title(row_titles[i], fontsize="small")
     for j, (title, maps) in enumerate(maps_by_title.items(), start=1):
-        vmax = float(maps[:rows].max())
+        vmin, vmax = 0.0 if from_zero else float(maps[:rows].min()), float(maps[:rows].max())
         for i, image in enumerate(images):
-            shown = show_map(axes[i, j], image, maps[i], vmin=0.0, vmax=vmax, cmap=cmap, outline=outline)
+            shown = show_map(axes[i, j], image, maps[i], vmin=vmin, vmax=vmax, cmap=cmap, outline=outline)
         axes[0, j].set_title(title, fontsize="small")
         bar = fig.colorbar(shown, ax=axes[:, j], location="bottom", shrink=0.9, aspect=12, pad=0.02)
         bar.ax.tick_params(labelsize="x-small")
         bar.locator = MaxNLocator(3)
+        bar.formatter = ScalarFormatter(useOffset=False)
         bar.update_ticks()
         if label:
             bar.set_label(label, fontsize="x-small")

@@ -167,6 +167,8 @@ class AttentionExplorer:
         )
         self.widget = widgets.HBox([controls, widgets.VBox([pictures, self.prediction, self.status])])
         self.widget.add_class("vitnb-attention-explorer")
+        self.overlay_image.add_class("vitnb-overlay")  # names for the browser test
+        self.query_grid.add_class("vitnb-query-grid")
         self._mark_query()
         self._on_image_change()
 
@@ -185,7 +187,9 @@ class AttentionExplorer:
             buttons, layout=widgets.Layout(grid_template_columns=f"repeat({gw}, 18px)", grid_gap="1px", width="auto")
         )
         pooled = widgets.Button(
-            description=f"pooled: {self.pooled_name}", layout=widgets.Layout(width=f"{18 * gw + gw}px", margin="2px 0")
+            description=self.pooled_name,
+            tooltip="pooled: the token the head reads",
+            layout=widgets.Layout(width=f"{max(19 * gw, 120)}px", margin="2px 0", padding="0"),
         )
         pooled.on_click(functools.partial(self._choose_query, POOLED))
         return grid, pooled
