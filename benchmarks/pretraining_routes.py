@@ -6,7 +6,8 @@ checkpoint on Fashion-MNIST exactly as notebook 06 does (its recipe, its label b
 subset), beside the ViT from scratch and the small ResNet, over several seeds. Prints notebook 06's table.
 
     python benchmarks/pretraining_routes.py                                   # 1% of the labels, both routes, 2 seeds
-    python benchmarks/pretraining_routes.py --mae-epochs 16 --routes mae      # a longer MAE pretraining
+    python benchmarks/pretraining_routes.py --mae-epochs 8 --routes mae       # a longer MAE pretraining
+    python benchmarks/pretraining_routes.py --mae-norm-pix 1 --routes mae     # MAE's per-patch normalised target
     python benchmarks/pretraining_routes.py --labels-per-class 60 600 --seeds 0 1 2
     python benchmarks/pretraining_routes.py --profile quick                   # seconds: tiny sizes
 
@@ -54,7 +55,8 @@ def main() -> None:
         path = (args.out / f"vit_{route}.pt").resolve()
         start = time.perf_counter()
         if route == "mae":
-            _, history = pretraining.pretrain_mae_vit(path, epochs=args.mae_epochs, progress=False)
+            norm_pix = None if args.mae_norm_pix is None else args.mae_norm_pix == "1"
+            _, history = pretraining.pretrain_mae_vit(path, args.mae_epochs, norm_pix, progress=False)
             print(f"=== MAE: final loss {history[-1]['loss']:.4f} after {time.perf_counter() - start:.0f} s")
         else:
             _, history, _ = pretraining.pretrain_fractal(path, progress=False)

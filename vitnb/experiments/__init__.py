@@ -5,6 +5,7 @@ Notebooks and benchmarks import these modules; the library (`vitnb` outside this
     profiles         the quick/full run profiles (`get_profile`)
     paths            where runs live, and the checkpoints notebooks hand to each other
     results          summaries over seeds, markdown tables, CSV files
+    short_runs       notebooks 02 and 03: small ViTs trained for well under a minute; position-table measures
     pretraining      notebook 05: pretraining a ViT on fractals, and reusing the checkpoint
     data_efficiency  notebook 06: accuracy per label budget, translation robustness
     ablation         notebook 08: minor ViT modifications under one training protocol

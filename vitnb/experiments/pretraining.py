@@ -67,18 +67,22 @@ def pretrain_fractal(
 
 
 def pretrain_mae_vit(
-    path: str | os.PathLike = MAE_VIT_PATH, epochs: float | None = None, progress: bool = True
+    path: str | os.PathLike = MAE_VIT_PATH,
+    epochs: float | None = None,
+    norm_pix_loss: bool | None = None,
+    progress: bool = True,
 ) -> tuple[MaskedAutoencoder, list[dict]]:
     """Pretrain a `VIT_PRESET` ViT as the encoder of a masked autoencoder on the Fashion-MNIST training images
     (labels unused; the quick profile takes a per-class subset), and save the encoder to `path`.
 
-    Masking ratio, loss and epochs come from the profile (nb05_mae_*). Returns (autoencoder, history).
+    Masking ratio, loss and epochs default to the profile's (nb05_mae_*). Returns (autoencoder, history).
     """
     P = get_profile()
     images = fashion_mnist(True).per_class_subset(P.nb05_mae_per_class)
     torch.manual_seed(0)
     vit = VisionTransformer(preset(VIT_PRESET))
-    mae = MaskedAutoencoder(vit, mask_ratio=P.nb05_mae_mask_ratio, norm_pix_loss=P.nb05_mae_norm_pix_loss)
+    norm_pix_loss = P.nb05_mae_norm_pix_loss if norm_pix_loss is None else norm_pix_loss
+    mae = MaskedAutoencoder(vit, mask_ratio=P.nb05_mae_mask_ratio, norm_pix_loss=norm_pix_loss)
     history = pretrain_mae(mae, images, epochs=epochs or P.nb05_mae_epochs, progress=progress)
     save_model(run_path(path), vit, dataset=images, route="mae", mask_ratio=mae.mask_ratio, profile=P.name)
     return mae, history

@@ -19,15 +19,19 @@ _SETTINGS: dict[str, dict[str, object]] = {
     # --- timing the 224-px tiny preset (notebook 04): fewer, smaller batches than the 28-px cpu preset
     "nb04_tiny_batch_size": {"quick": 4, "full": 16},
     "nb04_tiny_batches": {"quick": 1, "full": 3},
+    # --- small ViTs trained for well under a minute (notebooks 02 and 03, experiments.short_runs)
+    "short_run_per_class": {"quick": 20, "full": 1000},  # training images per class
+    "short_run_epochs": {"quick": 1, "full": 1.2},  # 12,000 training images per run when full
+    "short_run_test_per_class": {"quick": 10, "full": 200},  # test images per class scored
     # --- pretraining (notebook 05, experiments.pretraining): fractal categories, and a masked autoencoder
     "nb05_corpus_classes": {"quick": 10, "full": 1000},  # fractal categories (benchmarks/pretraining_routes.py)
     "nb05_corpus_per_class": {"quick": 24, "full": 24},  # instances per category (train + validation)
     "nb05_val_per_class": {"quick": 4, "full": 4},  # of which held out for validation
     "nb05_epochs": {"quick": 1, "full": 4},
     "nb05_mae_per_class": {"quick": 30, "full": None},  # Fashion-MNIST training images per class (None: all 6,000)
-    "nb05_mae_epochs": {"quick": 1, "full": 8},
+    "nb05_mae_epochs": {"quick": 1, "full": 6},
     "nb05_mae_mask_ratio": {"quick": 0.75, "full": 0.75},
-    "nb05_mae_norm_pix_loss": {"quick": True, "full": True},
+    "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # raw pixels: +1 point at 1% labels (RESULTS.md)
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
     "nb06_images": {"quick": [64, 64, 128], "full": [19_200, 25_600, 153_600]},  # training images per run, per budget
