@@ -122,6 +122,61 @@ def test_gradient_rollout_sees_only_evidence_for_the_class():
     assert fa.saliency_importance(model, images, 1 - labels).flatten(1).argmax(dim=1).tolist() == [KEY] * 6
 
 
+def one_patch_avg_vit() -> VisionTransformer:
+    """`one_patch_vit` for average pooling (no cls token, the head reads LayerNorm(mean token)): every patch
+    attends to patch KEY, whose content the value carries into channel 2 of every token; the head reads it.
+
+    Every content the LayerNorms see comes in +/- pairs (channels 0/3 the marker, 1/4 the patch's mean pixel,
+    2/5 the evidence), so no LayerNorm mean mixes them; the other patches reach the logit only through the
+    final LayerNorm's scale, which the marker dominates (a change of ~1e-5 in probability), and the sign of
+    the evidence is patch KEY's alone. A blank patch KEY gives probability 1/2 exactly.
+    """
+    cfg = ViTConfig(
+        img_size=6, patch_size=2, in_chans=1, num_classes=2, embed_dim=8, depth=1, num_heads=1,
+        class_token=False, global_pool="avg", pos_embed="learn",
+    )  # fmt: skip
+    model = VisionTransformer(cfg)
+    big = 10.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in (model.blocks[0].norm1, model.blocks[0].norm2, model.fc_norm):
+            norm.weight.fill_(1.0)
+        model.patch_embed.proj.weight[1], model.patch_embed.proj.weight[4] = 0.25, -0.25  # +-mean pixel
+        marker = torch.tensor([-big, big]).repeat(GRID * GRID, 1)  # (N, 2): channels 0 and 3
+        marker[KEY] = torch.tensor([big, -big])
+        model.pos_embed[0, :, [0, 3]] = marker
+        qkv = model.blocks[0].attn.qkv
+        qkv.bias[0] = 50.0  # every query: (50, 0, ...)
+        qkv.weight[8 + 0, 0] = 1.0  # keys: the marker, so every patch attends to patch KEY
+        qkv.weight[16 + 1, 1] = 1.0  # values: the content
+        model.blocks[0].attn.proj.weight[2, 1], model.blocks[0].attn.proj.weight[5, 1] = 1.0, -1.0
+        model.head.weight[1, 2], model.head.weight[0, 2] = 60.0, -60.0
+    return model.eval()
+
+
+def test_average_pooled_one_patch_model_is_explained_by_that_patch():
+    """The series' ViT averages its patch tokens; on such a model too the maps rank the deciding patch first
+    (for every image, not by a tie-break) and deleting in gradient rollout's order drops at step 1 to 1/2."""
+    model = one_patch_avg_vit()
+    images, labels = one_patch_images()
+    scrambled = torch.randn_like(images) * 3
+    r, c = divmod(KEY, GRID)
+    scrambled[..., 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = images[..., 2 * r : 2 * r + 2, 2 * c : 2 * c + 2]
+    clean = probability(model, images, labels)
+    assert (clean > 0.99).all()
+    torch.testing.assert_close(probability(model, scrambled, labels), clean, atol=1e-4, rtol=0)
+    for method in MAPS:
+        scores = fa.importance(method, model, images, labels).flatten(1)  # (B, 9)
+        others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
+        assert scores.argmax(dim=1).tolist() == [KEY] * 6, method
+        assert (scores[:, KEY] > 2 * others.abs().max(dim=1).values).all(), method
+    scores = fa.gradient_rollout_importance(model, images, labels)
+    curves, _ = fa.perturbation_curve(model, images, labels, scores, "deletion", k=1)
+    torch.testing.assert_close(curves[:, 0], clean)
+    torch.testing.assert_close(curves[:, 1:], torch.full((6, 9), 0.5), atol=1e-6, rtol=0)
+
+
 def test_deletion_drops_at_step_one_to_the_blank_probability():
     model = one_patch_vit()
     images, labels = one_patch_images()
