@@ -6,13 +6,15 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from vitnb import VisionTransformer, num_params
+from vitnb import VisionTransformer, num_params, preset
 from vitnb.experiments import get_profile
 from vitnb.experiments.ablation import (
     BASE,
+    CLAIMS,
     MAIN_VARIANTS,
     VARIANTS,
     Protocol,
+    claims,
     compare,
     config_diff,
     measure_throughput,
@@ -22,7 +24,7 @@ from vitnb.experiments.ablation import (
     variant_source,
 )
 from vitnb.experiments.results import write_csv
-from vitnb.plotting import plot_ablation, plot_ablation_curves
+from vitnb.plotting import ablation_styles, plot_ablation, plot_ablation_curves
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ TINY = Protocol(
     curve_size=20,
     throughput_steps=1,
     throughput_rounds=1,
-    extra={"precision": "fp32"},
+    regimes=("10% labels", "all labels"),
 )
 
 
@@ -58,7 +60,7 @@ def test_every_variant_changes_only_its_fields_and_runs(name):
     assert variant_source(name).strip()  # the notebook shows the lines that implement it
 
 
-def test_baseline_is_the_plain_vit_and_the_main_list_covers_the_issue():
+def test_baseline_is_the_plain_vit_at_the_series_size_and_the_main_list_covers_the_issue():
     assert VARIANTS["baseline"].config() == BASE
     assert (BASE.class_token, BASE.global_pool, BASE.pos_embed, BASE.norm, BASE.stem) == (
         True,
@@ -67,11 +69,20 @@ def test_baseline_is_the_plain_vit_and_the_main_list_covers_the_issue():
         "pre",
         "patch",
     )
+    series = preset("cpu_small")
     assert (BASE.img_size, BASE.in_chans, BASE.num_classes, BASE.patch_size) == (28, 1, 10, 4)
+    assert (BASE.embed_dim, BASE.depth, BASE.num_heads, BASE.mlp_ratio) == (
+        series.embed_dim,
+        series.depth,
+        series.num_heads,
+        series.mlp_ratio,
+    )
+    assert VARIANTS["avg pool + sin-cos"].config() == series  # the series' ViT is one of the variants
     assert {
         "baseline",
         "avg pool",
         "sin-cos pos",
+        "avg pool + sin-cos",
         "no pos",
         "patch 7",
         "post-norm",
@@ -86,6 +97,7 @@ def test_parameter_counts_differ_as_the_changes_imply():
     d, n = BASE.embed_dim, BASE.num_patches
     assert p["sin-cos pos"] == p["no pos"] == p["baseline"] - (n + 1) * d  # the learned table is gone
     assert p["avg pool"] == p["baseline"] - 2 * d  # no cls token nor its position row; fc_norm replaces norm
+    assert p["avg pool + sin-cos"] == p["baseline"] - (n + 2) * d
     assert p["post-norm"] == p["baseline"]  # same layers, other wiring
     assert p["LayerScale"] == p["baseline"] + 2 * BASE.depth * d  # two gamma vectors per block
     assert p["LSA"] == p["baseline"] + BASE.depth  # one temperature per block
@@ -125,6 +137,34 @@ def test_runner_returns_one_row_per_run(tmp_path, one_thread, toy_fmnist):
     plt.close(fig)
     fig = plot_ablation_curves(rows)
     assert [line.get_label() for line in fig.axes[0].lines] == variants
+    assert len(fig.axes[0].lines[0].get_xdata()) == 1  # one epoch: one point, of the first regime's runs
+    plt.close(fig)
+
+
+def test_protocol_trains_with_flips_only_in_fp32_and_extra_overrides():
+    cfg = Protocol().train_config(epochs=3, seed=1)
+    assert (cfg.augment, cfg.crop_pad, cfg.precision, cfg.seed) == (True, 0, "fp32", 1)
+    assert cfg.warmup_epochs == pytest.approx(3 * Protocol().warmup_frac)
+    assert Protocol(extra={"precision": "bf16", "label_smoothing": 0.0}).train_config(1, 0).precision == "bf16"
+
+
+def test_plot_styles_tell_every_variant_apart():
+    styles = ablation_styles(list(MAIN_VARIANTS))
+    assert styles["baseline"]["color"] == "black"
+    looks = [(s["color"], s["marker"], s.get("ls", "-")) for s in styles.values()]
+    assert len(set(looks)) == len(looks) and len({s["color"] for s in styles.values()}) == len(looks)
+    many = ablation_styles(["baseline"] + [f"v{i}" for i in range(12)])
+    assert len({(s["color"], s["marker"], s.get("ls", "-")) for s in many.values()}) == 13
+
+
+def test_accuracy_panel_is_a_dot_plot_with_seed_ranges_and_the_speed_axis_starts_at_zero():
+    summary = compare(fake_rows(), {"baseline": 200.0, "LSA": 150.0})
+    fig = plot_ablation(summary)
+    acc_ax, speed_ax = fig.axes[0], fig.axes[-1]
+    ranges = [line for line in acc_ax.lines if len(line.get_xdata()) == 2 and line.get_ydata()[0] == 1]
+    assert [list(line.get_xdata()) for line in ranges] == [pytest.approx([85.0, 87.0])]  # LSA in regime A
+    assert ranges[0].get_color() == "tab:green"  # +5 points, beyond both 2-point ranges
+    assert speed_ax.get_xlim()[0] == 0
     plt.close(fig)
 
 
@@ -166,8 +206,27 @@ def test_table_shows_accuracy_ranges_and_changes_in_points():
     assert "| n/a |" in table(compare(fake_rows()))
 
 
+def test_claims_table_gives_a_verdict_only_beyond_the_seed_spread():
+    rows = [
+        {"variant": v, "regime": "A", "seed": i, "test_acc": a, "params": 1, "steps": 1}
+        for v, accs in {
+            "baseline": (0.70, 0.71),
+            "conv stem": (0.80, 0.81),  # claim +: agrees
+            "post-norm": (0.75, 0.76),  # claim -: disagrees
+            "avg pool": (0.70, 0.72),  # inside the spread
+        }.items()
+        for i, a in enumerate(accs)
+    ]
+    lines = claims(compare(rows)).splitlines()
+    assert lines[0] == "| variant | claim | by | A: Δ pp | verdict |"
+    verdicts = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |") for line in lines[2:]}
+    assert verdicts == {"avg pool": "within the seed spread", "post-norm": "disagrees", "conv stem": "agrees"}
+    assert set(CLAIMS) <= set(MAIN_VARIANTS)
+
+
 def test_profiles_define_the_protocol():
     for name in ("quick", "full"):
         p = Protocol.from_profile(get_profile(name))
         assert p.budget_images % (10 * p.per_class) == 0
+        assert p.crop_pad == 0 and p.regimes
     assert Protocol.from_profile(get_profile("full")).per_class == 600  # 10% of Fashion-MNIST's labels

@@ -598,57 +598,120 @@ def plot_translation(
     return fig
 
 
-def plot_ablation(summary: Sequence[dict], title: str | None = None) -> Figure:
-    """Accuracy per variant in each regime (bars = mean, whiskers = min..max over seeds, dashed line =
-    baseline mean), and training throughput relative to the baseline.
+# ablation figures: the baseline in black, the other variants in tab10's colours (grey left out), with markers
+_ABLATION_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+_ABLATION_COLOURS += ["tab:olive", "tab:cyan"]
+_ABLATION_MARKERS = ["s", "^", "D", "v", "P", "X", "<", ">", "*", "h"]
+_VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "within": "tab:gray", "baseline": "black"}
 
+
+def ablation_styles(variants: Sequence[str], baseline: str = "baseline") -> dict[str, dict]:
+    """{variant: matplotlib style}: the baseline black with circles, the others a distinct colour and marker each."""
+    styles, k = {}, 0
+    for v in variants:
+        if v == baseline:
+            styles[v] = {"color": "black", "marker": "o", "lw": 2.2}
+        else:
+            n = len(_ABLATION_COLOURS)
+            styles[v] = {"color": _ABLATION_COLOURS[k % n], "marker": _ABLATION_MARKERS[k % len(_ABLATION_MARKERS)]}
+            styles[v]["ls"] = "-" if k < n else "--"  # beyond nine variants the colours repeat, dashed
+            k += 1
+    return styles
+
+
+def plot_ablation(summary: Sequence[dict], title: str | None = None) -> Figure:
+    """A dot plot of test accuracy per variant in each regime, and training speed relative to the baseline.
+
+    Accuracy: dot = mean over seeds, bar = min..max over seeds; black = the baseline, whose mean is the dashed
+    line and whose seed range is the grey band; green / red = better / worse than the baseline by more than
+    both seed ranges, grey = within them. Speed: bars from 0, in multiples of the baseline's images/s.
     `summary`: `vitnb.experiments.ablation.compare(rows, throughput)`.
     """
     regimes = list(dict.fromkeys(s["regime"] for s in summary))
     variants = list(dict.fromkeys(s["variant"] for s in summary))
     by = {(s["variant"], s["regime"]): s for s in summary}
     fig, axes = plt.subplots(
-        1, len(regimes) + 1, figsize=(4 * (len(regimes) + 1), 0.35 * len(variants) + 1.5), dpi=80, sharey=True
+        1,
+        len(regimes) + 1,
+        figsize=(4.2 * len(regimes) + 3.2, 0.38 * len(variants) + 1.9),
+        dpi=80,
+        sharey=True,
+        width_ratios=[4.2] * len(regimes) + [3.2],
+        layout="constrained",
     )
-    y = list(range(len(variants)))
-    colors = ["tab:gray" if v == "baseline" else "tab:blue" for v in variants]
+    y = np.arange(len(variants))
+
+    def kind(s: dict) -> str:
+        if s["variant"] == "baseline":
+            return "baseline"
+        return ("better" if s["delta"] > 0 else "worse") if s["beyond_spread"] else "within"
+
     for ax, regime in zip(axes, regimes, strict=False):
-        ss = [by[(v, regime)] for v in variants]
-        mean = [100 * s["mean"] for s in ss]
-        err = [[100 * (s["mean"] - s["min"]) for s in ss], [100 * (s["max"] - s["mean"]) for s in ss]]
-        ax.barh(y, mean, xerr=err, color=colors, capsize=2)
-        lo = min(100 * s["min"] for s in ss)
-        hi = max(100 * s["max"] for s in ss)
-        ax.set_xlim(lo - 0.3 * (hi - lo) - 0.5, hi + 0.15 * (hi - lo) + 0.5)
-        if (baseline := by.get(("baseline", regime))) is not None:
-            ax.axvline(100 * baseline["mean"], color="k", ls="--", lw=0.8)
-        ax.set(title=f"test accuracy, {regime}", xlabel="%")
-    speed = [by[(v, regimes[0])]["speed_rel"] for v in variants]
-    axes[-1].barh(y, speed, color=colors)
-    axes[-1].axvline(1.0, color="k", ls="--", lw=0.8)
-    axes[-1].set(title="training speed vs baseline", xlabel="x baseline images/s")
+        if (base := by.get(("baseline", regime))) is not None:
+            ax.axvspan(100 * base["min"], 100 * base["max"], color="0.9", zorder=0)
+            ax.axvline(100 * base["mean"], color="black", ls="--", lw=0.8, zorder=1)
+        for i, v in enumerate(variants):
+            if (s := by.get((v, regime))) is None:
+                continue
+            colour = _VERDICT_COLOURS[kind(s)]
+            ax.plot([100 * s["min"], 100 * s["max"]], [i, i], color=colour, lw=2, solid_capstyle="butt", zorder=2)
+            ax.plot(100 * s["mean"], i, "o", color=colour, ms=7, zorder=3)
+        ax.grid(axis="x", color="0.85", lw=0.6)
+        ax.set(title=f"test accuracy, {regime}", xlabel="test accuracy (%)")
+    handles = [
+        matplotlib.lines.Line2D([], [], color=c, marker="o", lw=2, label=label)
+        for c, label in [
+            ("black", "baseline (band: its seed range)"),
+            ("tab:green", "better, beyond both seed ranges"),
+            ("tab:gray", "within the seed ranges"),
+            ("tab:red", "worse, beyond both seed ranges"),
+        ]
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+    speed = np.array([by[(v, regimes[0])]["speed_rel"] for v in variants], dtype=float)
+    axes[-1].barh(y, speed, color=["black" if v == "baseline" else "tab:blue" for v in variants], height=0.6)
+    axes[-1].axvline(1.0, color="black", ls="--", lw=0.8)
+    axes[-1].set_xlim(0, 1.1 * max(1.0, float(np.nanmax(speed)) if np.isfinite(speed).any() else 1.0))
+    axes[-1].set(title="training speed", xlabel="x the baseline's images/s")
     axes[0].set_yticks(y, variants)
     axes[0].invert_yaxis()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def plot_ablation_curves(
-    rows: Sequence[dict], regime: str = "10% labels", variants: Sequence[str] | None = None
+    rows: Sequence[dict], regime: str | None = None, variants: Sequence[str] | None = None
 ) -> Figure:
-    """Learning curves of the ablation's runs: mean test accuracy (curve subset) after every epoch, per variant."""
-    variants = variants or list(dict.fromkeys(r["variant"] for r in rows))
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    """Learning curves of the ablation's runs: mean test accuracy (curve subset) after every epoch, per variant.
+
+    Each variant has its own colour and marker (`ablation_styles`), the baseline is black; the legend lists the
+    variants from the best final accuracy down. `regime`: which regime's runs (default: the first in `rows`).
+    """
+    regime = regime or next(r["regime"] for r in rows)
+    variants = list(variants or dict.fromkeys(r["variant"] for r in rows))
+    styles = ablation_styles(variants)
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=80, layout="constrained")
+    final = {}
     for v in variants:
         rs = [r for r in rows if r["variant"] == v and r["regime"] == regime]
         if not rs:
             continue
         acc = [100 * float(np.mean(a)) for a in zip(*(r["curve_acc"] for r in rs), strict=True)]
-        style = dict(color="k", lw=2) if v == "baseline" else {}
-        ax.plot(rs[0]["curve_steps"], acc, "o-", label=v, **style)
+        ax.plot(rs[0]["curve_steps"], acc, label=v, ms=6, **{"lw": 1.4, **styles[v]})
+        final[v] = acc[-1]
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: -final[labels[i]])
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        fontsize="small",
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        frameon=False,
+        title="final accuracy, best first",
+        title_fontsize="small",
+    )
+    ax.grid(color="0.9", lw=0.6)
     ax.set(xlabel="optimiser steps", ylabel="test accuracy % (curve subset)", title=f"learning curves, {regime}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig

@@ -1,10 +1,13 @@
 """Notebook 08's protocol: a measured ablation of minor ViT modifications (also benchmarks/ablation.py).
 
-Each `Variant` is the CPU base config with a few `ViTConfig` fields changed. `run_ablation` trains every
+Each `Variant` is the base config with a few `ViTConfig` fields changed. The base is the ViT paper's design
+(class token, learned positions) at the size of the series' ViT `cpu_small`. `run_ablation` trains every
 variant with the same recipe and the same number of optimiser steps (through `vitnb.train.fit`, the one
-training loop) in two data regimes, several seeds each; `measure_throughput` times all variants in one
-interleaved pass so their speeds are comparable on a shared CPU; `compare` and `table` turn the rows into
-the notebook's table, `vitnb.plotting.plot_ablation` and `plot_ablation_curves` into its figures.
+training loop), several seeds each, in one or two data regimes; `measure_throughput` times all variants in one
+interleaved pass so their speeds are comparable; `compare`, `table` and `claims` turn the rows into the
+notebook's tables, `vitnb.plotting.plot_ablation` and `plot_ablation_curves` into its figures.
+
+The protocol measures early training: a fixed budget of a few thousand optimiser steps, far from convergence.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from ..position import sincos_2d
 from ..train import TrainConfig, evaluate, fit
 from .results import markdown_table, summarize
 
-# The base of every variant: a plain ViT small enough to train dozens of times on a 2-core CPU in fp32.
-# 28x28 grayscale, 4x4 patches -> 49 tokens + cls; width 64, 4 blocks of 4 heads, MLP 2x wide: 139k params.
-BASE = preset("cpu", embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+# The base of every variant: the ViT paper's design (class token, learned positions) at the size of the series'
+# ViT: 28x28 grayscale, 4x4 patches -> 49 tokens + cls; width 96, 4 blocks of 4 heads, MLP 2x wide: 307k params.
+# The variant "avg pool + sin-cos" is the series' ViT, preset("cpu_small"), itself.
+BASE = preset("cpu_small", class_token=True, global_pool="token", pos_embed="learn")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,13 @@ _VARIANT_LIST = [
         "fixed 2-D sin-cos position embeddings instead of learned ones",
         "Beyer et al. 2022",
         ((sincos_2d, ()), (VisionTransformer.__init__, ("sincos",))),
+    ),
+    Variant(
+        "avg pool + sin-cos",
+        {"global_pool": "avg", "class_token": False, "pos_embed": "sincos"},
+        "both changes above: the series' ViT, preset('cpu_small')",
+        "Beyer et al. 2022",
+        ((VisionTransformer.forward_head, ()), (sincos_2d, ())),
     ),
     Variant(
         "no pos",
@@ -129,7 +140,7 @@ _VARIANT_LIST = [
     ),
 ]
 VARIANTS: dict[str, Variant] = {v.name: v for v in _VARIANT_LIST}
-MAIN_VARIANTS: tuple[str, ...] = tuple(VARIANTS)[:9]  # the notebook's list; "SPT" and "LSA" are extras
+MAIN_VARIANTS: tuple[str, ...] = tuple(v for v in VARIANTS if v not in ("SPT", "LSA"))  # the notebook's list
 
 
 def get_variant(name: str) -> Variant:
@@ -170,26 +181,29 @@ def variant_source(name: str) -> str:
 class Protocol:
     """How every variant is trained and scored; one object so the notebook and the benchmark agree.
 
-    Both regimes get the same budget of `budget_images` training images (= the same optimiser steps):
+    Every run gets the same budget of `budget_images` training images (= the same optimiser steps):
     '10% labels' cycles `budget_images / (10 * per_class)` epochs over a fixed seeded subset of
     `per_class` images per class; 'all labels' makes one pass over a seeded random sample of
     `budget_images` of the 60,000 (a partial epoch: with all labels no image is seen twice).
+    Augmentation is random horizontal flips only (`crop_pad=0`), as notebook 06 trains; fp32.
     """
 
     per_class: int = 600
-    budget_images: int = 24_000
+    budget_images: int = 18_000
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_frac: float = 0.125  # of the run, in both regimes (the same schedule step by step)
+    warmup_frac: float = 0.125  # of the run, in every regime (the same schedule step by step)
     seeds: tuple[int, ...] = (0, 1)
-    test_size: int | None = None  # None: the whole test set for the final accuracy
-    curve_size: int = 2000  # test images scored after every epoch (the learning curves)
+    test_size: int | None = 5000  # test images for the final accuracy (class-balanced); None: all 10,000
+    curve_size: int = 1000  # test images scored after every epoch (the learning curves)
     subset_seed: int = 0  # the seed of the 10% selection, the same for every run
     throughput_steps: int = 8  # optimiser steps per timed throughput epoch
-    throughput_rounds: int = 3  # interleaved rounds over all variants; the best round counts
-    regimes: tuple[str, ...] = ("10% labels", "all labels")
-    extra: dict = field(default_factory=dict)  # passed on to TrainConfig (e.g. {'precision': 'fp32'})
+    throughput_rounds: int = 2  # interleaved rounds over all variants; the best round counts
+    regimes: tuple[str, ...] = ("10% labels",)
+    crop_pad: int = 0  # random-crop padding; 0 = flips only
+    precision: str = "fp32"
+    extra: dict = field(default_factory=dict)  # further TrainConfig fields (e.g. {'label_smoothing': 0.0})
 
     @classmethod
     def from_profile(cls, profile, **changes) -> Protocol:
@@ -201,19 +215,22 @@ class Protocol:
             "curve_size": profile.nb08_curve_size,
             "throughput_steps": profile.nb08_throughput_steps,
             "throughput_rounds": profile.nb08_throughput_rounds,
+            "regimes": tuple(profile.nb08_regimes),
         }
         return cls(**{**settings, **changes})
 
     def train_config(self, epochs: int, seed: int) -> TrainConfig:
-        return TrainConfig(
+        settings = dict(
             epochs=epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
             warmup_epochs=self.warmup_frac * epochs,
             seed=seed,
-            **self.extra,
+            crop_pad=self.crop_pad,
+            precision=self.precision,
         )
+        return TrainConfig(**{**settings, **self.extra})
 
 
 def regime_data(train: ImageTensorDataset, regime: str, protocol: Protocol, seed: int):
@@ -297,7 +314,7 @@ def run_ablation(
                 rows.append(row)
                 if log:
                     log(
-                        f"[{len(rows):2d}/{total}] {variant:<12s} {regime:<10s} seed {seed}: "
+                        f"[{len(rows):2d}/{total}] {variant:<19s} {regime:<10s} seed {seed}: "
                         f"test acc {row['test_acc']:.4f} after {row['steps']} steps ({row['seconds']:.0f} s)"
                     )
     return rows
@@ -365,5 +382,50 @@ def table(summary: Sequence[dict]) -> str:
                 continue
             cells.append(f"{100 * s['mean']:.2f} ({100 * s['min']:.2f}-{100 * s['max']:.2f})")
             cells.append("" if v == "baseline" else f"{100 * s['delta']:+.2f}{'*' if s['beyond_spread'] else ''}")
+        lines.append(cells)
+    return markdown_table(header, lines)
+
+
+# --- the published claims, checked against the measurements --------------------------------------
+# variant: (who claims it, the claim, the sign of the change in accuracy the claim predicts)
+CLAIMS: dict[str, tuple[str, str, int]] = {
+    "avg pool": ("Beyer et al. 2022", "average pooling helps", +1),
+    "sin-cos pos": ("Beyer et al. 2022", "fixed sin-cos positions help", +1),
+    "avg pool + sin-cos": ("Beyer et al. 2022", "the two together help", +1),
+    "no pos": ("Dosovitskiy et al. 2021", "a ViT needs position embeddings", -1),
+    "patch 7": ("Dosovitskiy et al. 2021", "smaller patches are more accurate", -1),
+    "post-norm": ("Xiong et al. 2020", "pre-norm trains more easily than post-norm", -1),
+    "conv stem": ("Xiao et al. 2021", "a conv stem helps optimisation", +1),
+    "SPT + LSA": ("Lee et al. 2021", "SPT and LSA help on small data sets", +1),
+    "LayerScale": ("Touvron et al. 2021", "LayerScale helps (deep) ViTs train", +1),
+}
+
+
+def verdict(s: dict, sign: int) -> str:
+    """'agrees' | 'disagrees' when the change exceeds both seed spreads, else 'within the seed spread'."""
+    if not s["beyond_spread"]:
+        return "within the seed spread"
+    return "agrees" if s["delta"] * sign > 0 else "disagrees"
+
+
+def claims(summary: Sequence[dict]) -> str:
+    """A markdown table: each published claim, the measured change per regime (pp) and whether it agrees.
+
+    A claim counts as confirmed or contradicted only when the change is larger than both the variant's and
+    the baseline's seed spread; otherwise two seeds cannot tell.
+    """
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    by = {(s["variant"], s["regime"]): s for s in summary}
+    header = ["variant", "claim", "by"]
+    for r in regimes:
+        header += [f"{r}: Δ pp", "verdict"]
+    lines = []
+    for variant, (who, claim, sign) in CLAIMS.items():
+        if not any((variant, r) in by for r in regimes):
+            continue
+        cells = [variant, claim, who]
+        for r in regimes:
+            s = by.get((variant, r))
+            cells += ["", ""] if s is None else [f"{100 * s['delta']:+.1f}", verdict(s, sign)]
         lines.append(cells)
     return markdown_table(header, lines)

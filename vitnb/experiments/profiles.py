@@ -49,12 +49,13 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb07_exercise_images": {"quick": 10, "full": 100},  # test images of the exercises' faithfulness runs
     "nb07_latency_updates": {"quick": 5, "full": 20},  # explorer updates timed per control
     # --- the ablation of minor modifications (notebook 08, experiments.ablation.Protocol)
+    "nb08_regimes": {"quick": ["10% labels"], "full": ["10% labels"]},  # '10% labels' and/or 'all labels'
     "nb08_per_class": {"quick": 10, "full": 600},  # the '10% labels' regime (600/class = 10%)
-    "nb08_budget_images": {"quick": 100, "full": 24000},  # training images per run, both regimes
-    "nb08_test_size": {"quick": 500, "full": None},  # None: all 10,000 test images
-    "nb08_curve_size": {"quick": 100, "full": 2000},  # test images scored after every epoch
-    "nb08_throughput_steps": {"quick": 2, "full": 16},  # optimiser steps per timed epoch
-    "nb08_throughput_rounds": {"quick": 1, "full": 3},
+    "nb08_budget_images": {"quick": 100, "full": 18000},  # training images per run (3 epochs of 6,000 when full)
+    "nb08_test_size": {"quick": 500, "full": 5000},  # test images for the final accuracy (None: all 10,000)
+    "nb08_curve_size": {"quick": 100, "full": 1000},  # test images scored after every epoch
+    "nb08_throughput_steps": {"quick": 2, "full": 8},  # optimiser steps per timed epoch
+    "nb08_throughput_rounds": {"quick": 1, "full": 2},
 }
 
 
