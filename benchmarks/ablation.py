@@ -5,6 +5,9 @@
     .venv/bin/python benchmarks/ablation.py --seeds 0 1 2 --variants baseline "conv stem" SPT LSA
     .venv/bin/python benchmarks/ablation.py --regimes "10% labels" "all labels"   # the same budget on all labels too
 
+The protocol's other settings (the base model's width, crop padding, image budget, test set sizes) can be
+changed for one run; `--help` lists them.
+
 Writes runs/ablation/rows.csv (one line per run), summary.csv and table.md (the notebook's table).
 """
 
@@ -19,6 +22,7 @@ from vitnb import seed_everything
 from vitnb.data import fashion_mnist
 from vitnb.experiments import get_profile
 from vitnb.experiments.ablation import (
+    BASE,
     MAIN_VARIANTS,
     VARIANTS,
     Protocol,
@@ -48,6 +52,11 @@ def main() -> None:
         choices=("10% labels", "all labels"),
         help="data regimes, each with the same image budget (default: the profile's, '10%% labels')",
     )
+    parser.add_argument("--embed-dim", type=int, help="width of the base model (default: the series' ViT's, 96)")
+    parser.add_argument("--crop-pad", type=int, help="random-crop padding in pixels (default 0: flips only)")
+    parser.add_argument("--budget-images", type=int, help="training images per run (default: the profile's)")
+    parser.add_argument("--test-size", type=int, help="test images for the final accuracy (default: the profile's)")
+    parser.add_argument("--curve-size", type=int, help="test images scored after every epoch (default: the profile's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     args = parser.parse_args()
@@ -58,14 +67,19 @@ def main() -> None:
     seed_everything(0)
 
     changes = {"seeds": tuple(args.seeds)} | ({"regimes": tuple(args.regimes)} if args.regimes else {})
+    for name in ("crop_pad", "budget_images", "test_size", "curve_size"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
     protocol = Protocol.from_profile(get_profile(args.profile), **changes)
+    base = BASE if args.embed_dim is None else BASE.replace(embed_dim=args.embed_dim)
+    print(f"base: {base}")
     print(f"profile {args.profile}: {protocol}")
     print(f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     train, test = fashion_mnist(train=True), fashion_mnist(train=False)
     start = time.perf_counter()
-    rows = run_ablation(args.variants, train, test, protocol)
+    rows = run_ablation(args.variants, train, test, protocol, base)
     print("timing every variant in one interleaved pass ...")
-    speed = measure_throughput(args.variants, train, protocol)
+    speed = measure_throughput(args.variants, train, protocol, base)
     summary = compare(rows, speed)
     markdown = table(summary)
     args.out.mkdir(parents=True, exist_ok=True)
