@@ -18,8 +18,6 @@ ROW = re.compile(
     rf"^\|.*\]\(notebooks/(?P<stem>[^)]+)\.ipynb\).*\| ≈ (?P<full>{DURATION}) \| ≈ (?P<quick>{DURATION}) \|$"
 )
 RUNTIME_WORDS = re.compile(r"expected runtime|runtime:|runtime on", re.IGNORECASE)  # a second statement
-# Notebooks whose header has not taken the runtime line yet: strict, so the entry must go once it has.
-PENDING = {"05_pretraining", "06_finetuning", "07_attention_maps"}
 
 
 def markdown_cells(path: Path) -> list[str]:
@@ -55,16 +53,7 @@ def test_readme_table_has_one_row_per_notebook():
     assert sorted(README_ROWS) == [p.stem for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="header runtime line pending"))
-        if p.stem in PENDING
-        else p
-        for p in NOTEBOOKS
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_header_runtime_matches_readme(path):
     assert header_runtimes(path) == README_ROWS[path.stem], f"{path.name}: header and README table disagree"
     later = [i for i, text in enumerate(markdown_cells(path)[1:], 1) if RUNTIME_WORDS.search(text)]
