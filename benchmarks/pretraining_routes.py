@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument(
         "--labels-per-class", type=int, nargs="+", default=None, help="default: notebook 06's 1%% budget"
     )
+    parser.add_argument(
+        "--mae-norm-pix",
+        choices=("0", "1"),
+        default=None,
+        help="1: normalise each target patch (default: notebook 05's)",
+    )
     parser.add_argument("--finetune-lr", type=float, default=None, help="peak lr for the pretrained ViTs")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: notebook 06's")
     parser.add_argument("--out", type=Path, default=Path("runs/pretraining_routes"))

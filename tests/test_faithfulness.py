@@ -499,3 +499,15 @@ def test_compare_methods_ranks_and_pairs():
     assert fa.compare_methods(curves, x, "deletion", reference=None)[1]["gap_closed"] is None
     with pytest.raises(ValueError, match="reference 'saliency' is not among"):
         fa.compare_methods(curves, x, "deletion", reference="saliency")
+
+
+def test_foreground_share_counts_the_top_patches_that_hold_ink():
+    images = torch.zeros(2, 1, 8, 8)
+    images[:, :, :4, :4] = 1.0  # ink in patch (0, 0) of a 2x2 grid of 4-pixel patches, background elsewhere
+    on_ink = torch.tensor([[1.0, 0.5], [0.2, 0.1]]).expand(2, 2, 2)
+    on_background = torch.tensor([[0.0, 0.5], [0.2, 0.9]]).expand(2, 2, 2)
+    assert fa.foreground_share(on_ink, images, k=1).tolist() == [1.0, 1.0]
+    assert fa.foreground_share(on_background, images, k=1).tolist() == [0.0, 0.0]
+    assert fa.foreground_share(on_background, images, k=4).tolist() == [0.25, 0.25]
+    with pytest.raises(ValueError, match="do not tile"):
+        fa.foreground_share(on_ink, torch.zeros(2, 1, 7, 7), k=1)

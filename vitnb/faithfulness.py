@@ -141,6 +141,21 @@ def importance(
 
 
 # --- deletion and insertion curves ---------------------------------------------------------------------
+def foreground_share(maps: torch.Tensor, images: torch.Tensor, k: int, threshold: float = 0.1) -> torch.Tensor:
+    """Per image, the share of a map's `k` top-ranked patches that hold foreground: a pixel brighter than
+    `threshold`, with `images` (B, C, H, W) scaled to [0, 1] on a black background (as Fashion-MNIST's).
+
+    `maps` (B, h, w) on the images' patch grid. Returns (B,) in [0, 1]. A map that ranks background patches first
+    scores low, and deleting or revealing such patches on a black canvas changes nothing.
+    """
+    b, gh, gw = maps.shape
+    if images.shape[0] != b or images.shape[-2] % gh or images.shape[-1] % gw:
+        raise ValueError(f"maps {tuple(maps.shape)} do not tile images {tuple(images.shape)} into whole patches")
+    ink = reduce(images, "b c (h p1) (w p2) -> b (h w)", "max", h=gh, w=gw) > threshold  # (B, N)
+    top = maps.flatten(1).topk(k, dim=1).indices  # (B, k)
+    return ink.gather(1, top).float().mean(dim=1)
+
+
 def baseline_canvas(
     images: torch.Tensor, baseline: Baseline, *, blank: float | Sequence[float] = 0.0, sigma: float = 4.0
 ) -> torch.Tensor:
