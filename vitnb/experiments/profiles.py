@@ -31,7 +31,7 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb05_mae_per_class": {"quick": 30, "full": None},  # Fashion-MNIST training images per class (None: all 6,000)
     "nb05_mae_epochs": {"quick": 1, "full": 6},
     "nb05_mae_mask_ratio": {"quick": 0.75, "full": 0.75},
-    "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # raw pixels: +1 point at 1% labels (RESULTS.md)
+    "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # plain pixels: as good at 1% labels (RESULTS.md)
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
     "nb06_images": {"quick": [64, 64, 128], "full": [19_200, 25_600, 153_600]},  # training images per run, per budget
