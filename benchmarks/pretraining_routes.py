@@ -11,7 +11,7 @@ subset), beside the ViT from scratch and the small ResNet, over several seeds. P
     python benchmarks/pretraining_routes.py --labels-per-class 60 600 --seeds 0 1 2
     python benchmarks/pretraining_routes.py --profile quick                   # seconds: tiny sizes
 
-Checkpoints go to OUT/ (default runs/pretraining_routes/), never over notebook 05's. Writes OUT/rows.csv.
+Checkpoints go under OUT/ (default runs/pretraining_routes/), never over notebook 05's. Writes OUT/rows.csv.
 """
 
 from __future__ import annotations
@@ -55,22 +55,21 @@ def main() -> None:
         parser.error(f"--labels-per-class {unknown}: notebook 06's budgets are {sorted(images_per_budget)}")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    os.environ["VITNB_RUNS"] = str(args.out.resolve())  # runs/... checkpoints, pretrained and read back, go to OUT
     methods = {name: spec for name, spec in data_efficiency.METHODS.items() if spec["model"] in
                ("resnet_small", "vit_scratch")}  # fmt: skip
     for route in args.routes:
-        path = (args.out / f"vit_{route}.pt").resolve()
         start = time.perf_counter()
         if route == "mae":
             norm_pix = None if args.mae_norm_pix is None else args.mae_norm_pix == "1"
-            _, history = pretraining.pretrain_mae_vit(path, args.mae_epochs, norm_pix, progress=False)
+            _, history = pretraining.pretrain_mae_vit(epochs=args.mae_epochs, norm_pix_loss=norm_pix, progress=False)
             print(f"=== MAE: final loss {history[-1]['loss']:.4f} after {time.perf_counter() - start:.0f} s")
         else:
-            _, history, _ = pretraining.pretrain_fractal(path, progress=False)
+            _, history, _ = pretraining.pretrain_fractal(progress=False)
             print(
                 f"=== fractal: validation accuracy {history.final['val_acc']:.4f} "
                 f"in {time.perf_counter() - start:.0f} s"
             )
-        pretraining.ROUTES[route] = (path, pretraining.ROUTES[route][1])  # make_model reads this run's checkpoint
         name = next(n for n, s in data_efficiency.METHODS.items() if s["model"] == f"vit_{route}")
         spec = data_efficiency.METHODS[name]
         methods[name] = {**spec, "lr": args.finetune_lr} if args.finetune_lr else spec

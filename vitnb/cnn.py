@@ -6,7 +6,7 @@ max-pool, so the four stages see 28 -> 28 -> 14 -> 7 -> 4 pixels.
 
 - `resnet18()`: the standard widths (64, 128, 256, 512) and two basic blocks per stage, 11.2M parameters.
 - `resnet_small()`: widths (16, 32, 64, 128) and one block per stage, 0.3M parameters, sized to match the
-  series' ViT (`cpu_small`) in parameters and in training time per image, so the two compare at equal cost.
+  series' ViT (`cpu_small`) in parameters; its training step is a little cheaper than the ViT's.
 
 `PixelClassifier` is the floor: logistic regression on the pixels.
 """
@@ -87,7 +87,7 @@ def resnet18(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> Re
 
 
 def resnet_small(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> ResNet:
-    """A ResNet-10 of widths 16-128 for small images: 0.3M parameters, the series' ViT's size and cost."""
+    """A ResNet-10 of widths 16-128 for small images: 0.3M parameters, the series' ViT's size."""
     cfg = CNNConfig(in_chans, num_classes, img_size, widths=(16, 32, 64, 128), depths=(1, 1, 1, 1))
     return ResNet(cfg)
 

@@ -36,29 +36,11 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .data import as_image_dataset
-from .rollout import fuse_heads, gradient_rollout_matrix, pooling, readout, rollout_matrix, token_layout
+from .rollout import fuse_heads, gradient_rollout_matrix, readout_row, rollout_matrix, token_layout
 from .train import check_data, eval_mode, model_device
 
 Baseline = Literal["blank", "blur"]
 Importance = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, images, labels) -> (B, h, w)
-
-
-# --- the row the head reads ----------------------------------------------------------------------------
-def pools_patches(model: nn.Module) -> bool:
-    """True if the head reads the mean of the patch tokens (global_pool='avg'), False if it reads the cls token.
-
-    A model without a `cfg.global_pool` is taken to read its cls token when it has one (`rollout.pooling`).
-    """
-    return pooling(model) == "avg"
-
-
-def readout_row(matrix: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """(B, N, N) token-to-token weights -> (B, h, w): the row of the token the head reads, patch columns only.
-
-    The cls token's row (0) for cls pooling; the mean of the patch tokens' rows for average pooling
-    (`rollout.readout` with the model's layout and pooling).
-    """
-    return readout(matrix, **token_layout(model), global_pool=pooling(model))
 
 
 # --- importance maps: (model, images, labels) -> (B, h, w) ---------------------------------------------

@@ -231,10 +231,25 @@ def gradient_rollout(
     model: `pooling(model)`), patch columns only. The token layout is read from the model (`token_layout`).
     """
     matrix = gradient_rollout_matrix(model, x, target_class, discard_ratio=discard_ratio)  # (B, N, N)
+    return readout_row(matrix, model)
+
+
+def readout_row(matrix: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """(B, N, N) token-to-token weights -> (B, h, w): the row of the token `model`'s head reads, patch columns only.
+
+    The cls token's row for cls pooling; the mean of the patch tokens' rows for average pooling (`readout` with
+    the model's `token_layout` and `pooling`).
+    """
     return readout(matrix, **token_layout(model), global_pool=pooling(model))
 
 
 # --- raw attention -------------------------------------------------------------------------------------
+def _layer_weights(attentions: Sequence[torch.Tensor], layer: int, head: int | HeadFusion) -> torch.Tensor:
+    """(B, N, N): block `layer`'s attention (negative counts from the end), one head or the heads fused."""
+    attn = attentions[layer]  # (B, H, N, N)
+    return attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)
+
+
 def cls_attention(
     attentions: Sequence[torch.Tensor],
     layer: int,
@@ -248,8 +263,7 @@ def cls_attention(
 
     `layer` indexes `attentions` (negative counts from the end); `head` is a head index or a fusion.
     """
-    attn = attentions[layer]  # (B, H, N, N)
-    weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
+    weights = _layer_weights(attentions, layer, head)  # (B, N, N)
     return _patch_row_to_grid(weights[:, query], num_prefix_tokens=num_prefix_tokens, grid_size=grid_size)
 
 
@@ -272,8 +286,7 @@ def raw_attention(
         return cls_attention(
             attentions, layer, head, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, query=query
         )
-    attn = attentions[layer]  # (B, H, N, N)
-    weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
+    weights = _layer_weights(attentions, layer, head)  # (B, N, N)
     return readout(weights, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, global_pool=global_pool)
 
 

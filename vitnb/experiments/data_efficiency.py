@@ -30,8 +30,17 @@ from .pretraining import VIT_PRESET, from_pretrained, load_or_pretrain
 from .profiles import get_profile
 from .results import markdown_table, summarize
 
-# model name -> what `make_model` builds: a new model, or the series' ViT initialised by a pretraining route
-MODELS = ("pixels", "resnet_small", "resnet18", "vit_scratch", "vit_mae", "vit_fractal")
+# model name -> a builder of a new model for `num_classes`: the series' ViT, fresh or initialised from one of
+# notebook 05's pretraining routes (pretrained first if its checkpoint is missing, with a new head), or a baseline
+BUILDERS = {
+    "pixels": lambda num_classes: PixelClassifier(num_classes=num_classes),
+    "resnet_small": lambda num_classes: resnet_small(num_classes=num_classes),
+    "resnet18": lambda num_classes: resnet18(num_classes=num_classes),
+    "vit_scratch": lambda num_classes: VisionTransformer(preset(VIT_PRESET, num_classes=num_classes)),
+    "vit_mae": lambda num_classes: from_pretrained(load_or_pretrain("mae"), num_classes),
+    "vit_fractal": lambda num_classes: from_pretrained(load_or_pretrain("fractal"), num_classes),
+}
+MODELS = tuple(BUILDERS)
 # notebook 06's contenders: {display name: {'model': one of MODELS, `series_recipe` changes}}
 METHODS = {
     "pixels (logistic regression)": {"model": "pixels"},
@@ -91,18 +100,11 @@ def load_or_train_fmnist_vit(path: str | os.PathLike = FMNIST_VIT_PATH, verbose:
 
 
 def make_model(name: str, num_classes: int = 10) -> nn.Module:
-    """A fresh model for a 28x28 grayscale task: 'pixels' (logistic regression), 'resnet_small',
-    'resnet18', 'vit_scratch' (the series' ViT), 'vit_mae' or 'vit_fractal' (the series' ViT initialised
-    from notebook 05's pretraining route, pretrained first if its checkpoint is missing, with a new head)."""
-    if name == "pixels":
-        return PixelClassifier(num_classes=num_classes)
-    if name in ("resnet_small", "resnet18"):
-        return {"resnet_small": resnet_small, "resnet18": resnet18}[name](num_classes=num_classes)
-    if name == "vit_scratch":
-        return VisionTransformer(preset(VIT_PRESET, num_classes=num_classes))
-    if name in ("vit_mae", "vit_fractal"):
-        return from_pretrained(load_or_pretrain(name.removeprefix("vit_")), num_classes)
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    """A fresh model for a 28x28 grayscale task: one of `MODELS` ('pixels' is logistic regression; 'vit_mae' and
+    'vit_fractal' are the series' ViT initialised from notebook 05's pretraining routes)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    return BUILDERS[name](num_classes)
 
 
 def run(
