@@ -338,6 +338,7 @@ def test_experiment_figures(toy):
     fig = plot_translation({"a": [0.9, 0.8, 0.7], "b": [0.7, 0.7, 0.7]}, patch_size=2)
     assert [list(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [[0, 1, 2], [0, 1, 2]]
     assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx([90, 80, 70])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2\n(one patch)"]
     plt.close(fig)
     with pytest.raises(ValueError, match=r"one accuracy per shift, got lengths \[2, 3\]"):
         plot_translation({"a": [0.9, 0.8], "b": [0.7, 0.7, 0.7]})

@@ -169,6 +169,15 @@ def test_plot_maps_with_colorbars_shares_a_scale_per_column():
             )
     assert bars[0].get_xlabel() == "x uniform"
     plt.close(fig)
+    long_title = "T-shirt/top -> T-shirt/top (87%)"
+    long_maps = {"raw attention, last block": maps["a"], "rollout": maps["b"]}
+    fig = plotting.plot_maps_with_colorbars(images[:1], long_maps, row_titles=[long_title], cell_size=1.6)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    row_title, first_header = fig.axes[0].title, fig.axes[1].title
+    assert row_title.get_text().replace("\n", " ") == long_title  # wrapped, not cut
+    assert row_title.get_window_extent(renderer).x1 < first_header.get_window_extent(renderer).x0
+    plt.close(fig)
     fig = plotting.plot_maps_with_colorbars(images, maps, from_zero=True)
     assert fig.axes[1].images[0].get_clim() == pytest.approx((0.0, float(maps["a"].max())))
     plt.close(fig)

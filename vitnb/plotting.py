@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -138,8 +139,8 @@ def plot_maps_with_colorbars(
     )
     for i, image in enumerate(images):
         show_image(axes[i, 0], image)
-        if row_titles is not None:
-            axes[i, 0].set_title(row_titles[i], fontsize="small")
+        if row_titles is not None:  # wrapped to the column's width, so a long title never runs into the next one
+            axes[i, 0].set_title(textwrap.fill(row_titles[i], width=int(13 * cell_size)), fontsize="small")
     for j, (title, maps) in enumerate(maps_by_title.items(), start=1):
         vmin, vmax = 0.0 if from_zero else float(maps[:rows].min()), float(maps[:rows].max())
         for i, image in enumerate(images):
@@ -587,11 +588,11 @@ def plot_translation(
     fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=80)
     for name, accs in results.items():
         ax.plot(shifts, [100 * a for a in accs], "o-", label=name, color=colors.get(name))
-    if patch_size is not None:
-        ax.axvline(patch_size, color="grey", ls=":", lw=1)
-        ax.annotate("one patch", (patch_size, 0.02), xycoords=("data", "axes fraction"), ha="right", color="grey")
     ax.set(xlabel="shift of the image on the canvas (pixels right and down)", ylabel="test accuracy (%)")
     ax.set(title="translation robustness", xticks=list(shifts))
+    if patch_size is not None:  # labelled under the axis, where no data point can hide the label
+        ax.axvline(patch_size, color="grey", ls=":", lw=1)
+        ax.set_xticklabels([f"{s}\n(one patch)" if s == patch_size else str(s) for s in shifts])
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     fig.tight_layout()
