@@ -18,12 +18,8 @@ from pathlib import Path
 import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
-from traitlets.config import Config
 
 KERNEL = "python3"
-# The kernel talks to this process over local sockets (IPC), not TCP: nothing to expose, and no warning from the
-# kernel about unencrypted TCP in the run's log.
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 # tqdm.auto draws a widget bar inside a kernel; committed outputs need the text bar, so before the first cell
 # the kernel points tqdm.auto at tqdm's text bar (vitnb imports `from tqdm.auto import tqdm` after this).
 TEXT_PROGRESS = "import tqdm.auto, tqdm.std\ntqdm.auto.tqdm, tqdm.auto.trange = tqdm.std.tqdm, tqdm.std.trange"
@@ -72,12 +68,7 @@ def run(path: Path, kernelspec: dict) -> tuple[float, list[str]]:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     client = ReaderClient(
-        nb,
-        timeout=None,
-        kernel_name=KERNEL,
-        record_timing=False,
-        resources={"metadata": {"path": str(path.parent)}},
-        config=KERNEL_CONFIG,
+        nb, timeout=None, kernel_name=KERNEL, record_timing=False, resources={"metadata": {"path": str(path.parent)}}
     )
     client.execute()  # also sets nb.metadata.language_info from the kernel
     seconds = time.perf_counter() - start
