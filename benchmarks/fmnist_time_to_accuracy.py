@@ -6,11 +6,11 @@ ends within `--max-minutes` of training, and the training time at which each thr
 crossed (evaluation time excluded). It prints the CPU, the precision and the threads it ran with.
 
 The default model is preset `cpu_small`, the series' plain ViT (patch 4, 7x7 tokens). The hybrid
-(`cpu_hybrid`, a deep conv stem under 3 blocks) runs with its own recipe:
+(`cpu_hybrid`, a small ResNet's stages under 3 blocks) runs with its own recipe:
 
     python benchmarks/fmnist_time_to_accuracy.py --seeds 0 1 2                    # the series' ViT
     python benchmarks/fmnist_time_to_accuracy.py --preset cpu_hybrid --batch-size 64 --lr 1e-3 \\
-        --epochs 4 --warmup-epochs 0.5 --seeds 0 1 2 3                             # the hybrid
+        --epochs 4.5 --warmup-epochs 0.5 --seeds 0 1 2 3                           # the hybrid
     python benchmarks/fmnist_time_to_accuracy.py --model-opt depth=6               # change any ViTConfig field
 
 Targets are stated for fp32 on a 2-core AVX2 CPU. On a CPU with AVX512, `ONEDNN_MAX_CPU_ISA=AVX2

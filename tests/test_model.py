@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torchvision.models.resnet import BasicBlock
 
 from vitnb import VisionTransformer, ViTConfig, num_params, preset
+from vitnb.patches import ResNetStemEmbed
 
 
 def small(**changes) -> ViTConfig:
@@ -21,10 +23,11 @@ def test_preset_parameter_counts_match_timm(name, count):
     assert num_params(VisionTransformer(preset(name))) == count
 
 
-def test_hybrid_preset_is_the_deep_conv_stem_under_three_blocks():
+def test_hybrid_preset_is_a_resnet_stem_under_three_blocks():
     model = VisionTransformer(preset("cpu_hybrid")).eval()
-    convs = [m for m in model.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [64, 64, 128, 128]
+    assert isinstance(model.patch_embed, ResNetStemEmbed)
+    assert [m.out_channels for m in model.patch_embed.stem if isinstance(m, torch.nn.Conv2d)] == [16]
+    assert [b.conv1.out_channels for b in model.patch_embed.stem[3:]] == [16, 32, 64]  # 28 -> 28, 14, 7 px
     logits, attentions = model(torch.randn(2, 1, 28, 28), return_attention=True)
     assert logits.shape == (2, 10)
     assert [a.shape for a in attentions] == [(2, 3, 49, 49)] * 3  # 7x7 tokens, no cls token
@@ -150,7 +153,10 @@ def test_without_position_the_model_is_blind_to_patch_order():
     assert gap > 0.1  # with position embeddings, where a patch sits changes its token
 
 
-@pytest.mark.parametrize("stem, patch", [("conv", 4), ("conv", 8), ("conv_deep", 4), ("conv_deep", 8), ("spt", 4)])
+@pytest.mark.parametrize(
+    "stem, patch",
+    [("conv", 4), ("conv", 8), ("conv_deep", 4), ("conv_deep", 8), ("resnet", 4), ("resnet", 8), ("spt", 4)],
+)
 def test_stems_give_the_same_token_grid(stem, patch):
     model = VisionTransformer(small(stem=stem, patch_size=patch)).eval()
     tokens = model.forward_features(torch.randn(2, 1, 16, 16))
@@ -159,7 +165,13 @@ def test_stems_give_the_same_token_grid(stem, patch):
 
 def test_conv_stem_has_overlapping_receptive_fields():
     # with the patchify conv, a pixel only reaches its own token; through the conv stem it reaches neighbours
-    for stem, expect_neighbour in (("patch", False), ("conv", True), ("conv_deep", True), ("spt", True)):
+    for stem, expect_neighbour in (
+        ("patch", False),
+        ("conv", True),
+        ("conv_deep", True),
+        ("resnet", True),
+        ("spt", True),
+    ):
         embed = VisionTransformer(small(stem=stem)).patch_embed.eval()
         x = torch.randn(1, 1, 16, 16, requires_grad=True)
         embed(x)[0, 5].sum().backward()  # token 5 = grid cell (1, 1) = pixels 4..7 x 4..7
@@ -168,7 +180,7 @@ def test_conv_stem_has_overlapping_receptive_fields():
         assert bool(reach[:4].any() or reach[8:].any() or reach[:, :4].any() or reach[:, 8:].any()) == expect_neighbour
 
 
-@pytest.mark.parametrize("stem", ["conv", "conv_deep"])
+@pytest.mark.parametrize("stem", ["conv", "conv_deep", "resnet"])
 def test_conv_stem_needs_power_of_two_patch(stem):
     with pytest.raises(ValueError, match=f"stem='{stem}' needs a power-of-two patch_size >= 2, got 6"):
         ViTConfig(img_size=24, patch_size=6, stem=stem)
@@ -203,13 +215,25 @@ def test_deep_conv_stem_adds_a_stride_1_conv_to_each_stage():
     assert reach == {"conv": 7, "conv_deep": 19}
 
 
-def test_conv_stems_ask_for_channels_last_and_give_the_same_logits_in_it():
-    assert [VisionTransformer(small(stem=s)).channels_last for s in ("patch", "conv", "conv_deep", "spt")] == [
-        False,
-        True,
-        True,
-        False,
+def test_resnet_stem_has_a_full_resolution_block_then_one_stride_2_block_per_halving():
+    # patch 8 = three halvings: 16 px -> 16 (full resolution) -> 8 -> 4 -> 2, width doubling at each halving
+    stem = VisionTransformer(small(stem="resnet", patch_size=8, stem_width=12)).patch_embed
+    blocks = [m for m in stem.stem if isinstance(m, BasicBlock)]
+    assert [(b.conv1.out_channels, b.conv1.stride) for b in blocks] == [
+        (12, (1, 1)),
+        (24, (2, 2)),
+        (48, (2, 2)),
+        (96, (2, 2)),
     ]
+    assert [b.downsample is not None for b in blocks] == [False, True, True, True]  # a projection where shapes change
+    assert (stem.proj.in_channels, stem.proj.out_channels) == (96, 32)
+    features = stem.stem(torch.randn(2, 1, 16, 16))
+    assert features.shape == (2, 96, 2, 2)
+
+
+def test_conv_stems_ask_for_channels_last_and_give_the_same_logits_in_it():
+    stems = ("patch", "conv", "conv_deep", "resnet", "spt")
+    assert [VisionTransformer(small(stem=s)).channels_last for s in stems] == [False, True, True, True, False]
     torch.manual_seed(0)
     model = VisionTransformer(small(stem="conv_deep")).eval()
     x = torch.randn(3, 1, 16, 16)

@@ -1,4 +1,4 @@
-"""Image -> patches -> tokens: patchify/unpatchify and the three patch-embedding stems."""
+"""Image -> patches -> tokens: patchify/unpatchify and the patch-embedding stems."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 if TYPE_CHECKING:
     from .config import ViTConfig
@@ -92,15 +93,21 @@ class ConvStemEmbed(PatchEmbed):
 
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, width: int = 24):
         super().__init__(img_size, patch_size, in_chans, embed_dim)
+        layers = self.stem_layers(in_chans, width, stages=patch_size.bit_length() - 1)  # log2(P) downsamplings
+        self.stem = nn.Sequential(*layers)
+        channels = [m.out_channels for m in self.stem.modules() if isinstance(m, nn.Conv2d)]
+        self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
+
+    def stem_layers(self, in_chans: int, width: int, stages: int) -> list[nn.Module]:
+        """The layers under the 1x1 projection: `stages` halvings of the resolution, `width * 2**i` channels."""
         layers, c_in = [], in_chans
-        for i in range(patch_size.bit_length() - 1):  # log2(patch_size) downsamplings
+        for i in range(stages):
             c_out = width * 2**i
             for j in range(self.convs_per_stage):
                 conv = nn.Conv2d(c_in, c_out, 3, stride=2 if j == 0 else 1, padding=1, bias=False)
                 layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
                 c_in = c_out
-        self.stem = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(c_in, embed_dim, kernel_size=1)
+        return layers
 
     @classmethod
     def from_config(cls, cfg: ViTConfig) -> ConvStemEmbed:
@@ -119,6 +126,26 @@ class DeepConvStemEmbed(ConvStemEmbed):
     """
 
     convs_per_stage = 2
+
+
+class ResNetStemEmbed(ConvStemEmbed):
+    """The ViT paper's hybrid in miniature: tokens read off a small ResNet's feature map (stride P).
+
+    A 3x3 stride-1 conv + BatchNorm + ReLU and one basic block (torchvision's `BasicBlock`) at full
+    resolution, then log2(P) basic blocks of stride 2, each doubling the channels, then the 1x1 projection to
+    embed_dim. Unlike `ConvStemEmbed` it looks at the image at full resolution before downsampling, and its
+    residual blocks keep the deeper stem easy to train.
+    """
+
+    def stem_layers(self, in_chans: int, width: int, stages: int) -> list[nn.Module]:
+        layers = [nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        layers.append(BasicBlock(width, width))
+        c_in = width
+        for _ in range(stages):
+            down = nn.Sequential(nn.Conv2d(c_in, 2 * c_in, 1, stride=2, bias=False), nn.BatchNorm2d(2 * c_in))
+            layers.append(BasicBlock(c_in, 2 * c_in, stride=2, downsample=down))
+            c_in *= 2
+        return layers
 
 
 class ShiftedPatchEmbed(PatchEmbed):
@@ -156,4 +183,10 @@ def place_on_canvas(x: torch.Tensor, pad: int, dx: int, dy: int) -> torch.Tensor
     return F.pad(x, (dx, pad - dx, dy, pad - dy))
 
 
-STEM_CLASSES = {"patch": PatchEmbed, "conv": ConvStemEmbed, "conv_deep": DeepConvStemEmbed, "spt": ShiftedPatchEmbed}
+STEM_CLASSES = {
+    "patch": PatchEmbed,
+    "conv": ConvStemEmbed,
+    "conv_deep": DeepConvStemEmbed,
+    "resnet": ResNetStemEmbed,
+    "spt": ShiftedPatchEmbed,
+}
