@@ -93,13 +93,13 @@ class ConvStemEmbed(PatchEmbed):
 
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, width: int = 24):
         super().__init__(img_size, patch_size, in_chans, embed_dim)
-        layers = self.stem_layers(in_chans, width, stages=patch_size.bit_length() - 1)  # log2(P) downsamplings
+        layers, channels = self.stem_layers(in_chans, width, stages=patch_size.bit_length() - 1)  # log2(P) halvings
         self.stem = nn.Sequential(*layers)
-        channels = [m.out_channels for m in self.stem.modules() if isinstance(m, nn.Conv2d)]
-        self.proj = nn.Conv2d(channels[-1], embed_dim, kernel_size=1)
+        self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
 
-    def stem_layers(self, in_chans: int, width: int, stages: int) -> list[nn.Module]:
-        """The layers under the 1x1 projection: `stages` halvings of the resolution, `width * 2**i` channels."""
+    def stem_layers(self, in_chans: int, width: int, stages: int) -> tuple[list[nn.Module], int]:
+        """The layers under the 1x1 projection, `stages` halvings of the resolution with `width * 2**i` channels,
+        and the channels they output."""
         layers, c_in = [], in_chans
         for i in range(stages):
             c_out = width * 2**i
@@ -107,7 +107,7 @@ class ConvStemEmbed(PatchEmbed):
                 conv = nn.Conv2d(c_in, c_out, 3, stride=2 if j == 0 else 1, padding=1, bias=False)
                 layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
                 c_in = c_out
-        return layers
+        return layers, c_in
 
     @classmethod
     def from_config(cls, cfg: ViTConfig) -> ConvStemEmbed:
@@ -137,7 +137,7 @@ class ResNetStemEmbed(ConvStemEmbed):
     residual blocks keep the deeper stem easy to train.
     """
 
-    def stem_layers(self, in_chans: int, width: int, stages: int) -> list[nn.Module]:
+    def stem_layers(self, in_chans: int, width: int, stages: int) -> tuple[list[nn.Module], int]:
         layers = [nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
         layers.append(BasicBlock(width, width))
         c_in = width
@@ -145,7 +145,7 @@ class ResNetStemEmbed(ConvStemEmbed):
             down = nn.Sequential(nn.Conv2d(c_in, 2 * c_in, 1, stride=2, bias=False), nn.BatchNorm2d(2 * c_in))
             layers.append(BasicBlock(c_in, 2 * c_in, stride=2, downsample=down))
             c_in *= 2
-        return layers
+        return layers, c_in
 
 
 class ShiftedPatchEmbed(PatchEmbed):
