@@ -4,13 +4,15 @@ Each seed trains once with vitnb's trainer; the whole 10,000-image test set is s
 The script reports, per seed and as the median over seeds: the test accuracy of the last epoch that
 ends within `--max-minutes` of training, and the training time at which each threshold was first
 crossed (evaluation time excluded). It prints the CPU, the precision and the threads it ran with.
+`--epochs auto` times the model for a few steps first and makes the cosine schedule as long as fits the
+budget, so that no run ends its schedule with minutes to spare or counts an epoch that ends past the budget.
 
 The default model is preset `cpu_small`, the series' plain ViT (patch 4, 7x7 tokens). The hybrid
-(`cpu_hybrid`, a small ResNet's stages under 3 blocks) runs with its own recipe:
+(`cpu_hybrid`, a small ResNet's stages under one transformer block) runs with its own recipe:
 
     python benchmarks/fmnist_time_to_accuracy.py --seeds 0 1 2                    # the series' ViT
     python benchmarks/fmnist_time_to_accuracy.py --preset cpu_hybrid --batch-size 64 --lr 1e-3 \\
-        --epochs 4.5 --warmup-epochs 0.5 --seeds 0 1 2 3                           # the hybrid
+        --epochs auto --warmup-epochs 0.5 --seeds 0 1 2 3                          # the hybrid
     python benchmarks/fmnist_time_to_accuracy.py --model-opt depth=6               # change any ViTConfig field
 
 Targets are stated for fp32 on a 2-core AVX2 CPU. On a CPU with AVX512, `ONEDNN_MAX_CPU_ISA=AVX2
@@ -23,6 +25,7 @@ by this machine's speed on it, so the budget is the same amount of work as on th
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -56,12 +59,17 @@ def cpu_description() -> str:
 REFERENCE_IMAGES_PER_S = 250.0  # the reference ViT's training speed on a 2-core AVX2 CPU, fp32
 
 
-def reference_images_per_s(steps: int = 20, batch_size: int = 128) -> float:
-    """Training images/s of the reference ViT on random data here (median step time, fp32)."""
-    cfg = preset("cpu", embed_dim=128, depth=6, num_heads=4, class_token=False, global_pool="avg", pos_embed="sincos")
-    model = VisionTransformer(cfg)
+def training_images_per_s(model: torch.nn.Module, batch_size: int, steps: int = 20) -> float:
+    """Training images/s of `model` on random data here: forward, loss, backward, AdamW step (median step time).
+
+    The model is trained in the memory format vitnb's trainer gives it (channels_last for conv stems).
+    """
+    memory_format = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    size = model.cfg.img_size
+    x = torch.randn(batch_size, model.cfg.in_chans, size, size).contiguous(memory_format=memory_format)
+    y = torch.randint(0, model.cfg.num_classes, (batch_size,))
     times = []
     for _ in range(steps + 3):
         t0 = time.perf_counter()
@@ -71,6 +79,38 @@ def reference_images_per_s(steps: int = 20, batch_size: int = 128) -> float:
         optimizer.step()
         times.append(time.perf_counter() - t0)
     return batch_size / statistics.median(times[3:])  # the first steps warm up the allocator and kernels
+
+
+def reference_images_per_s() -> float:
+    """Training images/s here of the reference ViT (patch 4, dim 128, depth 6, 4 heads, avg pooling), batch 128."""
+    cfg = preset("cpu", embed_dim=128, depth=6, num_heads=4, class_token=False, global_pool="avg", pos_embed="sincos")
+    return training_images_per_s(VisionTransformer(cfg), batch_size=128)
+
+
+# The share of the budget an `--epochs auto` schedule plans to fill: the trainer's own work (batching, flips)
+# and the machine's drift make a run a few percent slower than the probe, and an epoch that ends past the
+# budget does not count.
+AUTO_EPOCHS_SHARE = 0.92
+
+
+def epochs_in_budget(args, num_train: int) -> float:
+    """The schedule length, in epochs (one decimal, rounded down), that fills `--max-minutes` of training."""
+    model = VisionTransformer(preset(args.preset, **model_opts(args.model_opt)))
+    images = AUTO_EPOCHS_SHARE * 60 * args.max_minutes * training_images_per_s(model, args.batch_size)
+    return math.floor(10 * images / num_train) / 10
+
+
+def epochs_arg(text: str) -> float | str:
+    """`--epochs`: a positive number of epochs, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        epochs = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or 'auto', got {text!r}") from None
+    if not epochs > 0:
+        raise argparse.ArgumentTypeError(f"the schedule needs a positive number of epochs, got {text}")
+    return epochs
 
 
 def run_seed(args, seed: int, train, test) -> dict:
@@ -112,7 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu_small", help="vitnb preset to train (default: the series' ViT)")
     add_model_opt_argument(parser)
-    parser.add_argument("--epochs", type=float, default=6.5, help="length of the cosine schedule")
+    parser.add_argument(
+        "--epochs",
+        type=epochs_arg,
+        default=6.5,
+        help="length of the cosine schedule, or 'auto': as many epochs as fit the budget, from a speed probe",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--warmup-epochs", type=float, default=0.3)
@@ -148,6 +193,9 @@ def main() -> None:
             f"{args.max_minutes:g} min there = {budget:.2f} min here"
         )
         args.max_minutes = budget
+    if args.epochs == "auto":
+        args.epochs = epochs_in_budget(args, len(train))
+        print(f"--epochs auto: {args.epochs:g} epochs fill {AUTO_EPOCHS_SHARE:.0%} of {args.max_minutes:.2f} min here")
     results = []
     for seed in args.seeds:
         r = run_seed(args, seed, train, test)
