@@ -36,7 +36,7 @@ import torch
 from vitnb import VisionTransformer, preset, seed_everything
 from vitnb.cli import add_model_opt_argument, model_opts
 from vitnb.data import fashion_mnist
-from vitnb.train import TrainConfig, cpu_has_fast_bf16, fit, pick_device, resolve_precision
+from vitnb.train import TrainConfig, cpu_has_fast_bf16, fit, memory_format_for, pick_device, resolve_precision
 
 
 class Stop(Exception):
@@ -64,7 +64,7 @@ def training_images_per_s(model: torch.nn.Module, batch_size: int, steps: int = 
 
     The model is trained in the memory format vitnb's trainer gives it (channels_last for conv stems).
     """
-    memory_format = torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
+    memory_format = memory_format_for(model)
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     size = model.cfg.img_size

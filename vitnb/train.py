@@ -120,7 +120,7 @@ def _all_sum(values: list[float], world_size: int) -> list[float]:
     return t.tolist()
 
 
-def _memory_format(model: nn.Module) -> torch.memory_format:
+def memory_format_for(model: nn.Module) -> torch.memory_format:
     """channels_last for models that ask for it (CNNs: faster convolutions), else the default."""
     return torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
 
@@ -347,7 +347,7 @@ def predict(
         model.to(pick_device(device))
     device = model_device(model)
     precision = resolve_precision(precision, device)
-    memory_format = _memory_format(model)
+    memory_format = memory_format_for(model)
     preds = []
     with eval_mode(model):
         for i in range(0, len(dataset), batch_size):
@@ -396,7 +396,7 @@ class Run:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return _memory_format(self.model)
+        return memory_format_for(self.model)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -423,7 +423,7 @@ def _setup(model, train_set, cfg, device, checkpoint) -> tuple[Run, BatchLoader]
     device = pick_device(device)
     precision = resolve_precision(cfg.precision, device)
     rank, world_size = init_distributed(device)
-    model.to(device, memory_format=_memory_format(model))
+    model.to(device, memory_format=memory_format_for(model))
     net = model
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
