@@ -17,6 +17,7 @@ from vitnb.experiments.ablation import (
     claims,
     compare,
     config_diff,
+    findings,
     measure_throughput,
     regime_data,
     run_ablation,
@@ -230,3 +231,32 @@ def test_profiles_define_the_protocol():
         assert p.budget_images % (10 * p.per_class) == 0
         assert p.crop_pad == 0 and p.regimes
     assert Protocol.from_profile(get_profile("full")).per_class == 600  # 10% of Fashion-MNIST's labels
+
+
+def test_findings_say_in_words_what_the_numbers_show():
+    accs = {
+        "baseline": (0.70, 0.72),
+        "avg pool": (0.71, 0.73),  # +1 point: within the 2-point ranges
+        "sin-cos pos": (0.75, 0.76),  # +4.5: beyond
+        "avg pool + sin-cos": (0.74, 0.75),  # +3.5: beyond, but no better than sin-cos alone
+        "no pos": (0.66, 0.67),  # -4.5: beyond, below
+    }
+    rows = [
+        {"variant": v, "regime": "A", "seed": i, "test_acc": a, "params": 1, "steps": 1}
+        for v, pair in accs.items()
+        for i, a in enumerate(pair)
+    ]
+    speed = {"baseline": 100.0, "avg pool": 101.0, "sin-cos pos": 103.0, "avg pool + sin-cos": 99.0, "no pos": 220.0}
+    lines = findings(compare(rows, speed), rows).splitlines()
+    assert lines == [
+        "- Above the baseline by more than both seed ranges (change of the mean, points): *sin-cos pos* (+4.50), "
+        "*avg pool + sin-cos* (+3.50).",
+        "- Below the baseline by more than both seed ranges: *no pos* (-4.50).",
+        "- Within the seed ranges, so two seeds cannot tell: *avg pool* (+1.00).",
+        "- Seed by seed, 3 of the 4 variants beat the baseline on both seeds; *no pos* falls below it on both seeds.",
+        "- *avg pool + sin-cos* (+3.50) does no better than its better part alone (*sin-cos pos*: +4.50), a gap of "
+        "1.00 points, within the seed ranges; *avg pool* alone gives +1.00.",
+        "- Speed: *no pos* trains at 2.20x the baseline's images/s; the other variants at 0.99x to 1.03x.",
+    ]
+    assert "Seed by seed" not in findings(compare(rows))  # without the rows, no seed-by-seed count
+    assert "Speed" not in findings(compare(rows))  # nor a speed sentence without speeds

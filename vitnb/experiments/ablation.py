@@ -429,3 +429,97 @@ def claims(summary: Sequence[dict]) -> str:
             cells += ["", ""] if s is None else [f"{100 * s['delta']:+.1f}", verdict(s, sign)]
         lines.append(cells)
     return markdown_table(header, lines)
+
+
+# --- the results in words: notebook 08's results paragraph, computed from the measurements ------------------
+# a variant made of two others: how it compares with its parts is part of the findings
+COMBINATIONS: dict[str, tuple[str, str]] = {"avg pool + sin-cos": ("avg pool", "sin-cos pos")}
+
+
+def _pp(delta: float) -> str:
+    return f"{100 * delta:+.2f}"
+
+
+def _names(items: Sequence[dict]) -> str:
+    return ", ".join(f"*{s['variant']}* ({_pp(s['delta'])})" for s in items)
+
+
+def findings(
+    summary: Sequence[dict], rows: Sequence[dict] | None = None, baseline: str = "baseline", speed_tolerance=0.1
+) -> str:
+    """The results as Markdown bullets, every number taken from `compare`'s summary (and, if given, the runs'
+    `rows`, for the seed-by-seed count), so that the notebook's sentences cannot drift from its tables.
+
+    Per regime: which variants change the baseline's mean accuracy by more than both seed ranges (up or down,
+    in points) and which stay within them; how many beat the baseline on every seed; how each combination of
+    `COMBINATIONS` compares with its parts. Then the training speeds: every variant whose speed differs from the
+    baseline's by more than `speed_tolerance` (a fraction), and the range of the others.
+    """
+    regimes = list(dict.fromkeys(s["regime"] for s in summary))
+    by = {(s["variant"], s["regime"]): s for s in summary}
+    lines = []
+    for regime in regimes:
+        lead = f"{regime}: " if len(regimes) > 1 else ""
+        others = [s for s in summary if s["regime"] == regime and s["variant"] != baseline]
+        ranked = sorted(others, key=lambda s: s["delta"], reverse=True)
+        up = [s for s in ranked if s["beyond_spread"] and s["delta"] > 0]
+        down = [s for s in ranked if s["beyond_spread"] and s["delta"] < 0]
+        within = [s for s in ranked if not s["beyond_spread"]]
+        if up:
+            lines.append(
+                f"{lead}Above the baseline by more than both seed ranges (change of the mean, points): {_names(up)}."
+            )
+        if down:
+            lines.append(f"{lead}Below the baseline by more than both seed ranges: {_names(down)}.")
+        if within:
+            lines.append(f"{lead}Within the seed ranges, so two seeds cannot tell: {_names(within)}.")
+        if rows:
+            lines.append(lead + _seed_by_seed(rows, regime, [s["variant"] for s in others], baseline))
+        for combo, parts in COMBINATIONS.items():
+            if all((v, regime) in by for v in (combo, *parts)):
+                lines.append(lead + _combination(by[(combo, regime)], [by[(p, regime)] for p in parts]))
+    first = [s for s in summary if s["regime"] == regimes[0]] if regimes else []
+    speeds = [s for s in first if s["variant"] != baseline and not math.isnan(s["speed_rel"])]
+    if speeds:
+        apart = [s for s in speeds if abs(s["speed_rel"] - 1) > speed_tolerance]
+        alike = [s["speed_rel"] for s in speeds if s not in apart]
+        text = "; ".join(f"*{s['variant']}* trains at {s['speed_rel']:.2f}x the baseline's images/s" for s in apart)
+        if alike:
+            rest = (
+                f"the other variants at {min(alike):.2f}x to {max(alike):.2f}x"
+                if apart
+                else (f"every variant trains at {min(alike):.2f}x to {max(alike):.2f}x the baseline's images/s")
+            )
+            text = f"{text}; {rest}" if text else rest
+        lines.append(f"Speed: {text}.")
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _seed_by_seed(rows: Sequence[dict], regime: str, variants: Sequence[str], baseline: str) -> str:
+    acc = {(r["variant"], r["seed"]): r["test_acc"] for r in rows if r["regime"] == regime}
+    seeds = sorted({seed for (v, seed) in acc if v == baseline})
+    above, below = [], []
+    for v in variants:
+        diffs = [acc[(v, s)] - acc[(baseline, s)] for s in seeds if (v, s) in acc]
+        if diffs and all(d > 0 for d in diffs):
+            above.append(v)
+        elif diffs and all(d < 0 for d in diffs):
+            below.append(v)
+    every = "both seeds" if len(seeds) == 2 else f"every one of {len(seeds)} seeds"
+    text = f"Seed by seed, {len(above)} of the {len(variants)} variants beat the baseline on {every}"
+    if below:
+        text += f"; {', '.join(f'*{v}*' for v in below)} fall{'s' if len(below) == 1 else ''} below it on {every}"
+    return text + "."
+
+
+def _combination(combo: dict, parts: Sequence[dict]) -> str:
+    best = max(parts, key=lambda s: s["delta"])
+    gap = combo["delta"] - best["delta"]
+    within = abs(gap) <= max(combo["spread"], best["spread"])
+    better = "better than either part alone" if gap > 0 else "no better than its better part alone"
+    note = "within the seed ranges" if within else "more than the seed ranges"
+    rest = "".join(f"; *{p['variant']}* alone gives {_pp(p['delta'])}" for p in parts if p is not best)
+    return (
+        f"*{combo['variant']}* ({_pp(combo['delta'])}) does {better} (*{best['variant']}*: {_pp(best['delta'])}), "
+        f"a gap of {abs(100 * gap):.2f} points, {note}{rest}."
+    )
