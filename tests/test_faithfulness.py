@@ -20,7 +20,11 @@ from vitnb.plotting import METHOD_COLORS, plot_deletion_insertion
 
 GRID = 3  # 3x3 patches of 2x2 pixels
 KEY = 7  # the patch the one-patch model looks at: row 2, column 1 (not first, not central)
-MAPS = ["raw attention", "rollout", "gradient rollout", "saliency"]  # the deterministic methods
+MAPS = ["raw attention", "rollout", "gradient rollout", "gradient x (input - canvas)", "integrated gradients"]
+GRADIENT_MAPS = {
+    "gradient x (input - canvas)": fa.gradient_input_importance,
+    "integrated gradients": fa.integrated_gradients_importance,
+}
 
 
 def one_patch_vit() -> VisionTransformer:
@@ -105,21 +109,24 @@ def test_one_patch_model_depends_on_that_patch_only():
 def test_maps_rank_the_deciding_patch_first(method):
     model = one_patch_vit()
     images, labels = one_patch_images()
-    scores = fa.importance(method, model, images, labels).flatten(1)  # (B, 9)
+    scores = fa.importance(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
     assert scores.shape == (6, GRID * GRID)
     assert scores.argmax(dim=1).tolist() == [KEY] * 6
     others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
     assert (scores[:, KEY] > 1e3 * others.abs().max(dim=1).values).all()  # first by far, not by a tie-break
 
 
-def test_gradient_rollout_sees_only_evidence_for_the_class():
+def test_maps_see_only_evidence_for_the_class():
     """relu(A * dlogit/dA) keeps what raises the logit: for the class patch KEY argues against, KEY scores 0
-    (all patches score ~0, so the order is arbitrary), while saliency's |input x gradient| still ranks it first."""
+    (all patches score ~0, so the order is arbitrary), while the signed gradient maps score KEY below every
+    other patch: against the canvas, patch KEY lowers that class's logit."""
     model = one_patch_vit()
     images, labels = one_patch_images()
     against = fa.gradient_rollout_importance(model, images, 1 - labels).flatten(1)
     assert against[:, KEY].eq(0).all() and against.abs().max() < 1e-20
-    assert fa.saliency_importance(model, images, 1 - labels).flatten(1).argmax(dim=1).tolist() == [KEY] * 6
+    for method in GRADIENT_MAPS:
+        scores = fa.importance(method, model, images, 1 - labels, canvas=torch.zeros_like(images)).flatten(1)
+        assert scores.argmin(dim=1).tolist() == [KEY] * 6 and (scores[:, KEY] < -1).all(), method
 
 
 def one_patch_avg_vit() -> VisionTransformer:
@@ -167,7 +174,7 @@ def test_average_pooled_one_patch_model_is_explained_by_that_patch():
     assert (clean > 0.99).all()
     torch.testing.assert_close(probability(model, scrambled, labels), clean, atol=1e-4, rtol=0)
     for method in MAPS:
-        scores = fa.importance(method, model, images, labels).flatten(1)  # (B, 9)
+        scores = fa.importance(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
         others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
         assert scores.argmax(dim=1).tolist() == [KEY] * 6, method
         assert (scores[:, KEY] > 2 * others.abs().max(dim=1).values).all(), method
@@ -197,7 +204,7 @@ def test_worst_order_keeps_the_probability_until_the_last_step():
     model = one_patch_vit()
     images, labels = one_patch_images()
     curves, _ = fa.perturbation_curve(
-        model, images, labels, -fa.saliency_importance(model, images, labels), "deletion", k=2
+        model, images, labels, -fa.gradient_input_importance(model, images, labels, canvas=0 * images), "deletion", k=2
     )
     assert curves.shape == (6, 6)  # 0, 2, 4, 6, 8, 9 patches deleted
     torch.testing.assert_close(curves[:, :5], probability(model, images, labels)[:, None].expand(6, 5))
@@ -263,7 +270,8 @@ def test_curve_ends_are_the_clean_image_and_the_canvas(pool, baseline, k):
     images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
     blank = [-0.5, 0.2, 1.0]  # normalised black of a three-channel data set
     canvas = fa.baseline_canvas(images, baseline, blank=blank, sigma=2)
-    scores = fa.saliency_importance(model, images, labels)
+    torch.testing.assert_close(fa.curve_canvas(model, images, baseline, blank=blank), canvas)
+    scores = fa.gradient_input_importance(model, images, labels, canvas=canvas)
     deleted, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=k, baseline=baseline, blank=blank)
     inserted, _ = fa.perturbation_curve(model, images, labels, scores, "insertion", k=k, baseline=baseline, blank=blank)
     assert deleted.shape == inserted.shape == (4, math.ceil(16 / k) + 1) and x[-1] == 1.0
@@ -283,7 +291,7 @@ def test_shared_ends_give_the_same_curves(pool, baseline):
     canvas = fa.baseline_canvas(images, baseline, blank=-0.4, sigma=2)
     torch.testing.assert_close(ends[0], probability(model, images, labels))
     torch.testing.assert_close(ends[1], probability(model, canvas, labels))
-    scores = fa.saliency_importance(model, images, labels)
+    scores = fa.gradient_input_importance(model, images, labels, canvas=canvas)
     for kind in ("deletion", "insertion"):
         for k in (1, 5, 16):
             options = dict(k=k, baseline=baseline, blank=-0.4)
@@ -324,9 +332,15 @@ def test_a_canvas_tensor_is_used_as_given():
 def test_batched_equals_per_image(pool):
     model = maps_vit(**pool)
     images, labels = torch.randn(3, 1, 8, 8), torch.tensor([2, 0, 1])
+    canvas = fa.curve_canvas(model, images, "blur")
     for method in MAPS:
-        batched = fa.importance(method, model, images, labels)
-        single = torch.cat([fa.importance(method, model, images[i : i + 1], labels[i : i + 1]) for i in range(3)])
+        batched = fa.importance(method, model, images, labels, canvas=canvas)
+        single = torch.cat(
+            [
+                fa.importance(method, model, images[i : i + 1], labels[i : i + 1], canvas=canvas[i : i + 1])
+                for i in range(3)
+            ]
+        )
         torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
         for kind in ("deletion", "insertion"):
             each = [(images[i : i + 1], labels[i : i + 1], batched[i : i + 1]) for i in range(3)]
@@ -369,16 +383,66 @@ def test_avg_pooled_maps_are_what_the_patches_receive():
     assert gradient.sum(dim=-1).allclose(torch.ones(3, 16))
 
 
-def test_saliency_is_input_times_gradient_summed_per_patch():
+def per_patch(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, 8, 8) -> (B, 4, 4): sums over channels and 2x2 patches, written out."""
+    pixels = pixels.sum(dim=1)
+    return torch.tensor([[[pixels[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].sum() for j in range(4)]
+                          for i in range(4)] for b in range(len(pixels))])  # fmt: skip
+
+
+def test_gradient_input_is_gradient_times_difference_to_the_canvas():
     model, images, labels = maps_vit(in_chans=2), torch.randn(2, 2, 8, 8), torch.tensor([1, 0])
+    canvas = torch.randn(2, 2, 8, 8)
     x = images.clone().requires_grad_()
     model(x)[torch.arange(2), labels].sum().backward()
-    pixels = (images * x.grad).abs().sum(dim=1)  # (2, 8, 8)
-    expected = torch.tensor([[[pixels[b, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].sum() for j in range(4)]
-                              for i in range(4)] for b in range(2)])  # fmt: skip
+    expected = per_patch((images - canvas) * x.grad)  # signed
     model.zero_grad()
-    torch.testing.assert_close(fa.saliency_importance(model, images, labels), expected)
+    torch.testing.assert_close(fa.gradient_input_importance(model, images, labels, canvas=canvas), expected)
+    torch.testing.assert_close(
+        fa.importance("gradient x (input - canvas)", model, images, labels, canvas=canvas), expected
+    )
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert not images.requires_grad
+
+
+@pytest.mark.parametrize("method", list(GRADIENT_MAPS))
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_patch_equal_to_the_canvas_scores_zero(method, pool):
+    """The reference is the canvas: where the image already shows it, deleting changes nothing, and the map
+    says so, even though the model's gradient there is not 0."""
+    model, images, labels = maps_vit(**pool), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    canvas = torch.full_like(images, -0.8)  # e.g. Fashion-MNIST's normalised black
+    images[:, :, :2, 2:4] = -0.8  # patch (0, 1) shows the canvas
+    scores = GRADIENT_MAPS[method](model, images, labels, canvas=canvas)  # (3, 4, 4)
+    assert scores[:, 0, 1].eq(0).all()
+    assert (scores.flatten(1).abs().amax(dim=1) > 1e-4).all()  # the other patches do score
+    # the same patch against a zero reference (the normalised input itself) would score
+    against_zero = GRADIENT_MAPS[method](model, images, labels, canvas=torch.zeros_like(images))
+    assert (against_zero[:, 0, 1].abs() > 1e-6).all()
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_integrated_gradients_add_up_to_the_logit_change(pool):
+    """Completeness (Sundararajan et al. 2017): the patches' scores sum to logit(x) - logit(canvas)."""
+    model = maps_vit(in_chans=3, **pool)
+    images, labels = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 1])
+    canvas = fa.curve_canvas(model, images, "blank", blank=[-0.8, -0.5, 0.3])
+    scores = fa.integrated_gradients_importance(model, images, labels, canvas=canvas, steps=64)
+    with torch.no_grad():
+        rows = torch.arange(4)
+        change = model(images)[rows, labels] - model(canvas)[rows, labels]  # (4,)
+    assert change.abs().min() > 0.05  # a change to account for
+    torch.testing.assert_close(scores.sum(dim=(1, 2)), change, atol=2e-3, rtol=1e-2)
+    # the one-step gradient map is not complete in general: integrated gradients adds something
+    first_order = fa.gradient_input_importance(model, images, labels, canvas=canvas).sum(dim=(1, 2))
+    assert (first_order - change).abs().max() > 10 * (scores.sum(dim=(1, 2)) - change).abs().max()
+
+
+def test_gradient_maps_need_the_canvas():
+    model, images, labels = maps_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    for method in GRADIENT_MAPS:
+        with pytest.raises(ValueError, match="pass canvas="):
+            fa.importance(method, model, images, labels)
 
 
 # --- areas, the table, the figure -----------------------------------------------------------------------
@@ -408,7 +472,7 @@ def test_table_over_a_data_set(toy):
     data = toy(n=10, size=8, classes=4)
     curves, x = fa.faithfulness_curves(model, data, n_images=7, batch_size=3, k=4, progress=False)
     assert list(curves) == list(fa.METHODS) and x.tolist() == [0, 0.25, 0.5, 0.75, 1]
-    assert curves["saliency"]["deletion"].shape == (7, 5)
+    assert curves["integrated gradients"]["deletion"].shape == (7, 5)
     # the blank canvas is the data set's black image, as the model sees it
     black = data.normalize(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
     bare = probability(model, black.expand(7, -1, -1, -1), data.labels[:7])
@@ -422,12 +486,37 @@ def test_table_over_a_data_set(toy):
     assert [r["method"] for r in rows] == list(fa.METHODS) and {r["n"] for r in rows} == {7}
 
 
+@pytest.mark.parametrize("baseline", ["blank", "blur"])
+def test_the_table_measures_gradient_maps_against_its_own_canvas(toy, baseline):
+    """The curves and the gradient maps share one reference: the data set's black image, or the blurred image."""
+    model, data = maps_vit(classes=4), toy(n=6, size=8, classes=4)
+    methods = list(GRADIENT_MAPS)
+    curves, _ = fa.faithfulness_curves(model, data, methods, n_images=6, k=2, baseline=baseline, progress=False)
+    images, labels = data.normalize(data.images[:6]), data.labels[:6]
+    black = data.normalize(torch.zeros(1, 1, 1, 1, dtype=data.images.dtype)).flatten().tolist()
+    canvas = fa.curve_canvas(model, images, baseline, blank=black)
+    other = fa.curve_canvas(model, images, "blur" if baseline == "blank" else "blank", blank=black)
+    for method, attribute in GRADIENT_MAPS.items():
+        for kind in ("deletion", "insertion"):
+            own, _ = fa.perturbation_curve(
+                model, images, labels, attribute(model, images, labels, canvas=canvas), kind, k=2, baseline=canvas
+            )
+            torch.testing.assert_close(curves[method][kind], own, atol=1e-6, rtol=0)
+        # the test has power: the map against the other canvas orders the patches differently
+        assert (
+            not attribute(model, images, labels, canvas=other)
+            .flatten(1)
+            .argsort(dim=1)
+            .equal(attribute(model, images, labels, canvas=canvas).flatten(1).argsort(dim=1))
+        )
+
+
 def test_table_takes_tensors():
     model, images, labels = maps_vit(), torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
-    rows = fa.faithfulness_table(model, (images, labels), ["saliency"], n_images=None, k=8, progress=False)
-    deleted, x = fa.perturbation_curve(
-        model, images, labels, fa.saliency_importance(model, images, labels), "deletion", k=8
-    )
+    method = "gradient x (input - canvas)"
+    rows = fa.faithfulness_table(model, (images, labels), [method], n_images=None, k=8, progress=False)
+    scores = fa.gradient_input_importance(model, images, labels, canvas=torch.zeros_like(images))  # blank = 0
+    deleted, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=8)
     assert rows[0]["n"] == 5
     assert rows[0]["deletion_auc_mean"] == pytest.approx(fa.area_under_curve(deleted, x).mean().item(), abs=1e-7)
 

@@ -281,6 +281,15 @@ def tiny():
     return TinyViT(), torch.randn(2, 3, 4, 6)
 
 
+def layer_relevance(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Gradient rollout's weights for one layer, written out independently: relu(A * dA) heads averaged,
+    divided per image by the mean over tokens of the row sums of |A * dA| (heads averaged)."""
+    product = (attn * grad).detach()  # (B, H, N, N)
+    b, h, n, _ = product.shape
+    total = torch.stack([product[i].abs().sum() / (h * n) for i in range(b)])  # (B,)
+    return product.clamp(min=0).mean(dim=1) / total.reshape(b, 1, 1)
+
+
 def manual_gradient_rollout(model, x, target):
     """Independent route: retain_grad + backward on a copy, then an explicit left-multiplying loop."""
     model = copy.deepcopy(model).eval()
@@ -291,7 +300,7 @@ def manual_gradient_rollout(model, x, target):
     n = attentions[0].shape[-1]
     rollout = torch.eye(n).expand(x.shape[0], n, n)
     for attn in attentions:
-        rollout = a_hat((attn * attn.grad).clamp(min=0).mean(dim=1)) @ rollout
+        rollout = a_hat(layer_relevance(attn, attn.grad)) @ rollout
     pooled = rollout[:, 0, 1:] if model.pool == "token" else rollout.mean(dim=1)  # (B, 6): what the head reads
     return pooled.reshape(-1, 2, 3).detach()
 
@@ -329,10 +338,32 @@ def test_gradient_rollout_pairs_each_attention_with_its_own_gradient(tiny):
     model.eval()
     logits, attentions = model(x, return_attention=True)
     grad_first = torch.autograd.grad(logits[:, 1].sum(), attentions[0])[0]
-    layer_one = a_hat((attentions[0] * grad_first).clamp(min=0).mean(dim=1).detach())  # layer 2 -> identity
+    layer_one = a_hat(layer_relevance(attentions[0], grad_first))  # layer 2 -> identity
     out = ro.gradient_rollout(model, x, 1)
     assert out.abs().sum() > 0  # a precondition: the comparison below is not between two all-zero maps
     torch.testing.assert_close(out, layer_one[:, 0, 1:].reshape(2, 2, 3))
+
+
+def test_gradient_rollout_does_not_depend_on_the_logits_scale(tiny):
+    """Scaling the head (so every logit) by a positive constant leaves the map as it is: each layer's weights are
+    measured in units of that layer's total relevance, not of the logit."""
+    model, x = tiny
+    before = ro.gradient_rollout(model, x, 1)
+    with torch.no_grad():
+        model.head.weight.mul_(1000.0)
+        model.head.bias.mul_(1000.0)
+    torch.testing.assert_close(ro.gradient_rollout(model, x, 1), before)
+
+
+def test_relevance_rows_sum_to_one_on_average_when_all_positive():
+    """Attention whose gradient is positive everywhere: the weights are the attention, rescaled so the mean row
+    sums to 1 (as the attention's own rows do); the residual then keeps the share it has in plain rollout."""
+    attn = random_attention(2, 3, 5, seed=4)
+    grad = torch.full_like(attn, 1e-4)  # a small gradient: its size must not matter
+    torch.testing.assert_close(ro.relevance(attn, grad), attn.mean(dim=1))
+    negative = ro.relevance(attn, -grad)  # evidence against the class: nothing is kept
+    assert negative.eq(0).all()
+    assert ro.relevance(attn, torch.zeros_like(attn)).eq(0).all()  # no relevance: 0, not nan
 
 
 def test_gradient_rollout_leaves_model_and_input_clean(tiny):
@@ -361,8 +392,7 @@ def test_gradient_rollout_discards_per_layer_before_the_identity(tiny):
     grads = torch.autograd.grad(logits[:, 0].sum(), attentions)
     rollout = torch.eye(7).expand(2, 7, 7)
     for attn, grad in zip(attentions, grads, strict=True):
-        fused = (attn * grad).clamp(min=0).mean(dim=1).detach()
-        rollout = a_hat(ro.discard_smallest(fused, 0.5, num_prefix_tokens=1)) @ rollout
+        rollout = a_hat(ro.discard_smallest(layer_relevance(attn, grad), 0.5, num_prefix_tokens=1)) @ rollout
     out = ro.gradient_rollout(model, x, 0, discard_ratio=0.5)
     torch.testing.assert_close(out, rollout[:, 0, 1:].reshape(2, 2, 3))
 

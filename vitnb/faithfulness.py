@@ -14,9 +14,19 @@ The maps compared (`METHODS`), all (model, images, labels) -> (B, h, w), with `i
 model takes them and `labels` the true classes:
 - 'raw attention': the last layer's attention, heads averaged, in the row the head reads (`readout_row`);
 - 'rollout': attention rollout (`rollout.rollout_matrix`), same row;
-- 'gradient rollout': rollout of relu(A * dlogit/dA) for the true class (`rollout.gradient_rollout_matrix`);
-- 'saliency': |input x gradient| of the true-class logit, summed over channels and over each patch's pixels;
+- 'gradient rollout': rollout of the positive part of A * dlogit/dA for the true class, each block's weights
+  scaled by that block's total relevance (`rollout.relevance`, `rollout.gradient_rollout_matrix`);
+- 'gradient x (input - canvas)': (x - canvas) * dlogit/dx of the true-class logit, summed over channels and
+  over each patch's pixels: the first-order estimate of how much the logit drops when that patch is replaced
+  by the canvas, i.e. by what the curves do to it;
+- 'integrated gradients' (Sundararajan et al. 2017): the same product with the gradient averaged along the
+  straight path from the canvas to the image, so the patches' scores add up to logit(x) - logit(canvas);
 - 'random': uniform random scores, i.e. a random order (seeded by a `torch.Generator`).
+
+The two gradient maps measure each pixel against a reference, and the reference is the canvas the curves
+delete to and insert on (`curve_canvas`): a patch that already looks like the canvas scores 0, as deleting
+it changes nothing. Pass it as `canvas=`; `faithfulness_curves` does, for black and for blurred canvases
+alike. Both use Captum (`captum.attr.Saliency`, `captum.attr.IntegratedGradients`).
 
 The row the head reads: the cls token's row for `global_pool='token'`; for `global_pool='avg'`, where the
 head reads the mean of the patch tokens, the mean of the patch tokens' rows, i.e. the mean attention each
@@ -30,6 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
+from captum.attr import IntegratedGradients, Saliency
 from einops import reduce, repeat
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
@@ -40,7 +51,8 @@ from .rollout import fuse_heads, gradient_rollout_matrix, readout_row, rollout_m
 from .train import check_data, eval_mode, model_device
 
 Baseline = Literal["blank", "blur"]
-Importance = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, images, labels) -> (B, h, w)
+Importance = Callable[..., torch.Tensor]  # (model, images, labels, **options) -> (B, h, w)
+IG_STEPS = 32  # points of the path integral (Gauss-Legendre) in 'integrated gradients'
 
 
 # --- importance maps: (model, images, labels) -> (B, h, w) ---------------------------------------------
@@ -71,22 +83,67 @@ def gradient_rollout_importance(model: nn.Module, images: torch.Tensor, labels: 
     return readout_row(gradient_rollout_matrix(model, images, labels), model)
 
 
-def saliency_importance(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, h, w): |input x gradient| of the true-class logit, summed over channels and each patch's pixels.
-
-    The input is the normalised image the model takes; the model runs in eval mode and no parameter
-    gets a `.grad`.
-    """
+def _per_patch(attribution: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """(B, C, H, W) pixel attributions -> (B, h, w): summed over channels and over each patch's pixels."""
     h, w = token_layout(model)["grid_size"]
-    with eval_mode(model), torch.enable_grad():
-        x = images.detach().requires_grad_()
-        logits = model(x)  # (B, classes)
-        score = logits.gather(
-            1, torch.as_tensor(labels, device=logits.device)[:, None]
-        ).sum()  # samples are independent: sum = per-sample
-        (grad,) = torch.autograd.grad(score, x)  # (B, C, H, W)
-    attribution = (x.detach() * grad).abs()  # (B, C, H, W)
     return reduce(attribution, "b c (h ph) (w pw) -> b h w", "sum", h=h, w=w)
+
+
+def _reference(images: torch.Tensor, canvas: torch.Tensor | None, method: str) -> torch.Tensor:
+    """`canvas` as a (B, C, H, W) tensor on the images' device; a clear error when it is missing."""
+    if canvas is None:
+        raise ValueError(
+            f"{method!r} measures the image against the canvas the curves delete to; pass canvas= "
+            "(e.g. curve_canvas(model, images, 'blank', blank=<the normalised black pixel>))"
+        )
+    return canvas.to(device=images.device, dtype=images.dtype).expand_as(images)
+
+
+def gradient_input_importance(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, canvas: torch.Tensor
+) -> torch.Tensor:
+    """(B, h, w): (images - canvas) * dlogit/dimages of the true-class logit, summed per patch (signed).
+
+    `canvas` (broadcastable to `images`) is the reference, the image the curves delete to; a patch equal to
+    it scores 0. The sum over a patch is the first-order change of the logit when that patch is replaced by
+    the canvas. The gradient comes from `captum.attr.Saliency` (abs=False), taken w.r.t. the input only: the
+    model runs in eval mode and no parameter gets a `.grad`.
+    """
+    reference = _reference(images, canvas, "gradient x (input - canvas)")
+    targets = torch.as_tensor(labels, device=images.device)
+    with eval_mode(model), torch.enable_grad():
+        inputs = images.detach().requires_grad_()  # a fresh leaf: `images` itself stays untouched
+        grad = Saliency(model).attribute(inputs, target=targets, abs=False)  # (B, C, H, W)
+    return _per_patch((images.detach() - reference) * grad.detach(), model)
+
+
+def integrated_gradients_importance(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    canvas: torch.Tensor,
+    steps: int = IG_STEPS,
+    internal_batch_size: int = 1024,
+) -> torch.Tensor:
+    """(B, h, w): integrated gradients of the true-class logit from `canvas` to `images`, summed per patch.
+
+    Per pixel: (x - canvas) times the gradient averaged along the straight path canvas -> x (`steps` points,
+    Gauss-Legendre; `captum.attr.IntegratedGradients`). Completeness: each image's scores add up to
+    logit(x) - logit(canvas), up to the quadrature error. A patch equal to the canvas scores 0. The model
+    runs in eval mode on at most `internal_batch_size` path points at a time; no parameter gets a `.grad`.
+    """
+    reference = _reference(images, canvas, "integrated gradients")
+    targets = torch.as_tensor(labels, device=images.device)
+    with eval_mode(model), torch.enable_grad():
+        attribution = IntegratedGradients(model).attribute(
+            images.detach(),
+            baselines=reference,
+            target=targets,
+            n_steps=steps,
+            internal_batch_size=max(internal_batch_size, len(images)),
+        )  # (B, C, H, W)
+    return _per_patch(attribution.detach(), model)
 
 
 def random_importance(
@@ -101,9 +158,11 @@ METHODS: dict[str, Importance] = {
     "raw attention": raw_attention_importance,
     "rollout": rollout_importance,
     "gradient rollout": gradient_rollout_importance,
-    "saliency": saliency_importance,
+    "gradient x (input - canvas)": gradient_input_importance,
+    "integrated gradients": integrated_gradients_importance,
     "random": random_importance,
 }
+REFERENCED = ("gradient x (input - canvas)", "integrated gradients")  # the methods that take `canvas=`
 
 
 def importance(
@@ -112,20 +171,36 @@ def importance(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    canvas: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, h, w) map of `METHODS[method]`; `generator` seeds the 'random' method and is ignored by the others."""
+    """(B, h, w) map of `METHODS[method]`.
+
+    `canvas` is the reference of the methods in `REFERENCED` (required there; pass the canvas the curves use,
+    `curve_canvas`); `generator` seeds the 'random' method. Methods ignore what they do not use.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; choose from {list(METHODS)}")
     if method == "random":
         return random_importance(model, images, labels, generator=generator)
+    if method in REFERENCED:
+        return METHODS[method](model, images, labels, canvas=_reference(images, canvas, method))
     return METHODS[method](model, images, labels)
 
 
 # --- deletion and insertion curves ---------------------------------------------------------------------
+def foreground_patches(images: torch.Tensor, grid_size: tuple[int, int], threshold: float = 0.1) -> torch.Tensor:
+    """(B, h * w) bool: which patches of `images` (B, C, H, W), scaled to [0, 1] on a black background (as
+    Fashion-MNIST's), hold foreground, i.e. a pixel brighter than `threshold`. Patches in row-major order."""
+    gh, gw = grid_size
+    if images.shape[-2] % gh or images.shape[-1] % gw:
+        raise ValueError(f"a {gh}x{gw} grid does not tile images {tuple(images.shape)} into whole patches")
+    return reduce(images, "b c (h p1) (w p2) -> b (h w)", "max", h=gh, w=gw) > threshold
+
+
 def foreground_share(maps: torch.Tensor, images: torch.Tensor, k: int, threshold: float = 0.1) -> torch.Tensor:
-    """Per image, the share of a map's `k` top-ranked patches that hold foreground: a pixel brighter than
-    `threshold`, with `images` (B, C, H, W) scaled to [0, 1] on a black background (as Fashion-MNIST's).
+    """Per image, the share of a map's `k` top-ranked patches that hold foreground (`foreground_patches`:
+    a pixel brighter than `threshold`, with `images` (B, C, H, W) scaled to [0, 1] on a black background).
 
     `maps` (B, h, w) on the images' patch grid. Returns (B,) in [0, 1]. A map that ranks background patches first
     scores low, and deleting or revealing such patches on a black canvas changes nothing.
@@ -133,7 +208,7 @@ def foreground_share(maps: torch.Tensor, images: torch.Tensor, k: int, threshold
     b, gh, gw = maps.shape
     if images.shape[0] != b or images.shape[-2] % gh or images.shape[-1] % gw:
         raise ValueError(f"maps {tuple(maps.shape)} do not tile images {tuple(images.shape)} into whole patches")
-    ink = reduce(images, "b c (h p1) (w p2) -> b (h w)", "max", h=gh, w=gw) > threshold  # (B, N)
+    ink = foreground_patches(images, (gh, gw), threshold)  # (B, N)
     top = maps.flatten(1).topk(k, dim=1).indices  # (B, k)
     return ink.gather(1, top).float().mean(dim=1)
 
@@ -159,6 +234,29 @@ def baseline_canvas(
     raise ValueError(
         f"baseline must be 'blank' or 'blur' (or a canvas tensor shaped like the images), got {baseline!r}"
     )
+
+
+def curve_canvas(
+    model: nn.Module,
+    images: torch.Tensor,
+    baseline: Baseline | torch.Tensor = "blank",
+    *,
+    blank: float | Sequence[float] = 0.0,
+) -> torch.Tensor:
+    """The canvas (B, C, H, W) that `perturbation_curve` deletes to and inserts on, for `model`'s patch grid.
+
+    `baseline_canvas(images, baseline, blank=blank, sigma=<one patch's side in pixels>)`, or a canvas tensor
+    as given (broadcast to the images). Pass it as `canvas=` to the gradient maps, so they measure the
+    image against the same reference the curves use.
+    """
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(images.device).expand_as(images)
+    gh, gw = token_layout(model)["grid_size"]
+    if images.shape[-2] % gh or images.shape[-1] % gw:
+        raise ValueError(
+            f"images of {images.shape[-2]}x{images.shape[-1]} pixels do not split into the model's {gh}x{gw} patch grid"
+        )
+    return baseline_canvas(images, baseline, blank=blank, sigma=images.shape[-2] // gh)
 
 
 def fractions(num_patches: int, k: int) -> torch.Tensor:
@@ -216,9 +314,7 @@ def perturbation_curve(
     if scores.shape[1] != gh * gw:
         raise ValueError(f"importance maps have {scores.shape[1]} entries per image, the model {gh}x{gw} patches")
     labels = torch.as_tensor(labels, device=images.device)
-    if not isinstance(baseline, torch.Tensor):
-        baseline = baseline_canvas(images, baseline, blank=blank, sigma=ph)
-    canvas = baseline.to(images.device).expand_as(images)  # (B, C, H, W)
+    canvas = curve_canvas(model, images, baseline, blank=blank)  # (B, C, H, W)
     # place of each patch in its image's order, most important first (ties: lower patch index first)
     order = scores.argsort(dim=1, descending=True, stable=True)  # (B, N)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(gh * gw, device=order.device).expand(b, -1))
@@ -253,10 +349,7 @@ def end_probabilities(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(probability of the true class on the images, on the baseline canvas), each (B,): the two ends that
     every deletion and insertion curve shares, whatever the map; pass them to `perturbation_curve(ends=...)`."""
-    gh = token_layout(model)["grid_size"][0]
-    if not isinstance(baseline, torch.Tensor):
-        baseline = baseline_canvas(images, baseline, blank=blank, sigma=images.shape[-2] // gh)
-    canvas = baseline.to(images.device).expand_as(images)
+    canvas = curve_canvas(model, images, baseline, blank=blank)  # (B, C, H, W)
     labels = torch.as_tensor(labels, device=images.device)
     with eval_mode(model), torch.inference_mode():
         both = _true_class_probability(model, torch.cat([images, canvas]), labels.repeat(2), chunk_size)
@@ -286,8 +379,9 @@ def faithfulness_curves(
 
     `data`: an `ImageTensorDataset` (its `normalize` prepares the images; blank = its normalised black
     pixel), or (images, labels) tensors / any data set `as_image_dataset` takes (images used as given;
-    blank = 0). Returns `({method: {"deletion": (n, S), "insertion": (n, S)}}, x (S,))` on the CPU;
-    `seed` seeds the 'random' order. A tqdm bar counts the batches when `progress` is set.
+    blank = 0). `baseline` 'blank' or 'blur' (`curve_canvas`): the canvas is built once per batch, and the
+    gradient maps use it as their reference. Returns `({method: {"deletion": (n, S), "insertion": (n, S)}},
+    x (S,))` on the CPU; `seed` seeds the 'random' order. A tqdm bar counts the batches when `progress` is set.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -299,8 +393,7 @@ def faithfulness_curves(
         raise ValueError(f"n_images={n_images} but the data set has {len(dataset)} images; pass 1..{len(dataset)}")
     device = model_device(model)
     black = dataset.normalize(torch.zeros((1, dataset.images.shape[1], 1, 1), dtype=dataset.images.dtype))
-    options_without_k = dict(baseline=baseline, blank=black.flatten().tolist(), chunk_size=chunk_size)
-    options = options_without_k | {"k": k}
+    blank = black.flatten().tolist()
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {m: {"deletion": [], "insertion": []} for m in methods}
     x = None
@@ -308,11 +401,14 @@ def faithfulness_curves(
         stop = min(start + batch_size, n)
         images = dataset.normalize(dataset.images[start:stop]).to(device)  # (B, C, H, W)
         labels = dataset.labels[start:stop].to(device)  # (B,)
-        ends = end_probabilities(model, images, labels, **options_without_k)  # the same for every map
+        canvas = curve_canvas(model, images, baseline, blank=blank)  # (B, C, H, W): the curves' reference
+        ends = end_probabilities(model, images, labels, baseline=canvas, chunk_size=chunk_size)  # same for every map
         for method in methods:
-            scores = importance(method, model, images, labels, generator=generator)  # (B, h, w)
+            scores = importance(method, model, images, labels, canvas=canvas, generator=generator)  # (B, h, w)
             for kind in ("deletion", "insertion"):
-                curves, x = perturbation_curve(model, images, labels, scores, kind, ends=ends, **options)  # (B, S)
+                curves, x = perturbation_curve(
+                    model, images, labels, scores, kind, k=k, baseline=canvas, chunk_size=chunk_size, ends=ends
+                )  # (B, S)
                 parts[method][kind].append(curves.cpu())
     curves_by_method = {m: {kind: torch.cat(c) for kind, c in kinds.items()} for m, kinds in parts.items()}
     return curves_by_method, x

@@ -186,6 +186,26 @@ def attention_rollout(
     return readout(rollout, num_prefix_tokens=num_prefix_tokens, grid_size=grid_size, global_pool=global_pool)
 
 
+def relevance(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """One layer's weights for gradient rollout: (B, H, N, N) attention and its gradient -> (B, N, N).
+
+    The positive part of A * dlogit/dA (the mixing that raises the logit), heads averaged, divided by the
+    mean over the N tokens of the row sums of |A * dlogit/dA| (heads averaged), one number per image.
+
+    Why the division: A * dlogit/dA is measured in units of the logit, so its size depends on how large the
+    logits are, not on how much the layer mixes, and next to the identity that rollout adds for the residual
+    stream it is typically tiny: the rolled-out map would stay at the identity's uniform floor. Divided by
+    the layer's total relevance, a layer whose relevance is all positive has rows that sum to 1 on average,
+    as an attention matrix does, and the residual keeps the share it has in `rollout_matrix`; a layer that
+    mostly argues against the class keeps small weights, and a layer without relevance (all 0) stays 0, so
+    only the identity passes. The result is unchanged when the logit is multiplied by a positive constant.
+    """
+    product = attn * grad  # (B, H, N, N)
+    total = product.abs().mean(dim=1).sum(dim=-1).mean(dim=-1)  # (B,): mean row sum of |A * dA|
+    positive = product.clamp(min=0).mean(dim=1)  # (B, N, N)
+    return positive / total.clamp(min=torch.finfo(total.dtype).tiny)[:, None, None]
+
+
 def gradient_rollout_matrix(
     model: nn.Module,
     x: torch.Tensor,
@@ -198,9 +218,10 @@ def gradient_rollout_matrix(
 
     The chosen logit (default: the predicted class; or an int, or a (B,) tensor of classes) is
     differentiated w.r.t. the attention tensors only, via `torch.autograd.grad`, so no parameter gets
-    a `.grad`. Per layer: relu(A * dlogit/dA), mean over heads, optionally `discard_smallest`, then
-    A -> (A + I) / row sums and R = A_L_hat @ ... @ A_1_hat. The model runs in eval mode (no dropout)
-    and every submodule gets its mode back.
+    a `.grad`. Per layer (`relevance`): the positive part of A * dlogit/dA, heads averaged, divided by the
+    layer's total |A * dlogit/dA| per token (so the weights do not depend on the logit's scale), optionally
+    `discard_smallest`; then A -> (A + I) / row sums and R = A_L_hat @ ... @ A_1_hat. The model runs in eval
+    mode (no dropout) and every submodule gets its mode back.
     """
     num_prefix_tokens = token_layout(model)["num_prefix_tokens"]
     with eval_mode(model), torch.enable_grad():
@@ -212,8 +233,7 @@ def gradient_rollout_matrix(
         target = torch.as_tensor(target_class, device=logits.device).expand(logits.shape[0])  # (B,)
         score = logits.gather(1, target[:, None]).sum()  # samples are independent: sum = per-sample
         grads = torch.autograd.grad(score, attentions)  # L x (B, H, N, N), grads[i] belongs to layer i
-    # layer i's attention times layer i's gradient, negatives dropped, heads averaged: L x (B, N, N)
-    fused = [(a * g).clamp(min=0).mean(dim=1).detach() for a, g in zip(attentions, grads, strict=True)]
+    fused = [relevance(a.detach(), g) for a, g in zip(attentions, grads, strict=True)]  # L x (B, N, N)
     if discard_ratio > 0:
         fused = [discard_smallest(a, discard_ratio, num_prefix_tokens=num_prefix_tokens) for a in fused]
     return _accumulate(fused)
