@@ -483,15 +483,12 @@ def findings(
     if speeds:
         apart = [s for s in speeds if abs(s["speed_rel"] - 1) > speed_tolerance]
         alike = [s["speed_rel"] for s in speeds if s not in apart]
-        text = "; ".join(f"*{s['variant']}* trains at {s['speed_rel']:.2f}x the baseline's images/s" for s in apart)
+        pieces = [f"*{s['variant']}* {s['speed_rel']:.2f}x" for s in apart]
         if alike:
-            rest = (
-                f"the other variants at {min(alike):.2f}x to {max(alike):.2f}x"
-                if apart
-                else (f"every variant trains at {min(alike):.2f}x to {max(alike):.2f}x the baseline's images/s")
-            )
-            text = f"{text}; {rest}" if text else rest
-        lines.append(f"Speed: {text}.")
+            others = "the other variants" if apart else "every variant"
+            pieces.append(f"{others} {min(alike):.2f}x to {max(alike):.2f}x")
+        text = "; ".join(pieces)
+        lines.append(f"Training speed, in images per second against the baseline's: {text}.")
     return "\n".join(f"- {line}" for line in lines)
 
 
