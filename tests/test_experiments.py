@@ -21,7 +21,13 @@ from vitnb.experiments.data_efficiency import make_model, results_table, transla
 from vitnb.experiments.pretraining import from_pretrained, train_val_split
 from vitnb.experiments.results import markdown_table, summarize, write_csv
 from vitnb.patches import place_on_canvas
-from vitnb.plotting import plot_class_samples, plot_data_efficiency, plot_reconstructions, plot_translation
+from vitnb.plotting import (
+    plot_class_samples,
+    plot_data_efficiency,
+    plot_learning_curves,
+    plot_reconstructions,
+    plot_translation,
+)
 from vitnb.train import TrainConfig, fit
 
 PACKAGE = Path(vitnb.__file__).parent
@@ -149,6 +155,7 @@ def test_results_table_one_line_per_method_one_column_per_budget():
             "method": m,
             "labels_per_class": k,
             "fraction": k / 100,
+            "images": 50 * k,
             "test_acc": 0.5,
             "train_time": 3.0 * k,
             "images_per_s": 640.0 if m == "ViT" else 320.0,
@@ -156,24 +163,92 @@ def test_results_table_one_line_per_method_one_column_per_budget():
         for m in ("ViT", "ResNet")
         for k in (1, 10)
     ]
-    assert results_table(rows).splitlines() == [
-        "| method | 1% (1/class) | 10% (10/class) | per step of 128 | longest run |",
+    assert results_table(rows, rising={("ResNet", 10)}).splitlines() == [
+        "| method | 1% (1/class, 50 images) | 10% (10/class, 500 images) | per step of 128 | longest run |",
         "|---|---|---|---|---|",
         "| ViT | 50.0 | 50.0 | 200 ms | 30 s |",
-        "| ResNet | 50.0 | 50.0 | 400 ms | 30 s |",
+        "| ResNet | 50.0 | 50.0 † | 400 ms | 30 s |",
+        "",
+        "test accuracy (%) of the final weights; seeds per cell: 1; brackets: the seeds' min-max; "
+        "† still rising: the last doubling of images added 1 point or more",
     ]
 
 
 def test_results_table_over_seeds_shows_the_range():
-    runs = [{**r, "images_per_s": 128.0} for r in RUNS]
-    rows = runs + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in runs]
+    runs = [{**r, "images_per_s": 128.0, "images": 1000} for r in RUNS]
+    rows = runs + [{**r, "labels_per_class": 100, "fraction": 1.0, "train_time": 100.0} for r in runs[:1]]
     assert results_table(rows).splitlines() == [
-        "| method | 10% (10/class) | 100% (100/class) | per step of 128 | longest run |",
+        "| method | 10% (10/class, 1,000 images) | 100% (100/class, 1,000 images) | per step of 128 | longest run |",
         "|---|---|---|---|---|",
-        "| ViT | 70.0 (60.0-80.0) | 70.0 (60.0-80.0) | 1000 ms | 100 s |",
+        "| ViT | 70.0 (60.0-80.0) | 60.0 | 1000 ms | 100 s |",
         "",
-        "test accuracy (%), mean over 3 seeds (min-max in brackets)",
+        "test accuracy (%) of the final weights; seeds per cell: 3 at 10/class, 1 at 100/class; "
+        "brackets: the seeds' min-max",
     ]
+
+
+def test_curve_steps_double_up_to_the_end_of_the_run():
+    assert data_efficiency.curve_steps(600, 8) == [5, 9, 19, 38, 75, 150, 300, 600]
+    assert data_efficiency.curve_steps(3, 8) == [1, 2, 3]  # a short run: fewer points, never step 0
+    with pytest.raises(ValueError, match="total >= 1 steps and points >= 1"):
+        data_efficiency.curve_steps(0, 8)
+
+
+def curve_row(method, k, seed, curve, acc=None):
+    acc = curve[-1][1] if acc is None else acc
+    return {
+        "method": method,
+        "labels_per_class": k,
+        "fraction": k / 100,
+        "seed": seed,
+        "images": curve[-1][0],
+        "test_acc": acc,
+        "train_time": 1.0,
+        "images_per_s": 100.0,
+        "curve": curve,
+    }
+
+
+def test_still_rising_flags_a_cell_whose_last_doubling_added_a_point():
+    rows = [
+        curve_row("flat", 1, 0, [(50, 0.5), (100, 0.70), (200, 0.705)]),
+        curve_row("flat", 1, 1, [(50, 0.5), (100, 0.70), (200, 0.71)]),
+        curve_row("rising", 1, 0, [(50, 0.5), (100, 0.60), (200, 0.62)]),
+        curve_row("rising", 1, 1, [(50, 0.5), (100, 0.60), (200, 0.60)]),  # the mean over seeds decides: +1.0
+    ]
+    gains = data_efficiency.last_doubling_gain(rows)
+    assert gains[("flat", 1)] == pytest.approx(0.0075) and gains[("rising", 1)] == pytest.approx(0.01)
+    assert data_efficiency.still_rising(rows) == {("rising", 1)}
+    with pytest.raises(ValueError, match="has no learning curve; pass curve_test"):
+        data_efficiency.last_doubling_gain([{**rows[0], "curve": []}])
+
+
+def test_findings_are_written_from_the_numbers():
+    names = ("pixels (logistic regression)", "small ResNet", "ViT from scratch", "ViT + MAE pretraining")
+    accs = {1: (0.70, 0.80, 0.60, 0.75), 100: (0.80, 0.90, 0.85, 0.86)}
+    rows = []
+    for k, row in accs.items():
+        for name, acc in zip(names, row, strict=True):
+            for seed in (0, 1) if k == 1 else (0,):
+                climb = 0.07 if (name, k) == ("ViT from scratch", 1) else 0.005  # +7 points: still rising
+                row = curve_row(
+                    name,
+                    k,
+                    seed,
+                    [(100, acc - climb), (200, acc)],
+                    acc=acc + (0.001 if seed else -0.001 if k == 1 else 0.0),
+                )
+                rows.append({**row, "images_per_s": 100.0 if name.startswith("ViT") else 125.0})
+    robustness = {"ViT from scratch": [0.80, 0.70, 0.60, 0.50, 0.55], "small ResNet": [0.88, 0.80, 0.50, 0.30, 0.30]}
+    text = data_efficiency.findings(rows, robustness, data_efficiency.still_rising(rows))
+    assert "Still rising when their budget ended: ViT from scratch at 1% (+7.0 points)" in text
+    assert "The small ResNet wins, on every seed: 80.0% against 60.0% for the ViT from scratch (-20.0 points)" in text
+    assert "which is below logistic regression on the pixels (70.0%)" in text
+    assert "75.0% at 1% (+15.0 points over scratch, 75% of the gap to the ResNet)" in text
+    assert "86.0% at 100% (+1.0 points over scratch); it does not reach the ResNet at any budget" in text
+    assert "the ViT recovers part of it (55.0% against 50.0% at 3 pixels)" in text
+    assert "costs the ViT 5.0 points against its score on the plain test images (85.0%)" in text
+    assert "A ViT step takes 25% longer than a ResNet step of the same batch (1280 ms against 1024 ms" in text
 
 
 def test_train_val_split_holds_out_a_fixed_share_of_every_class(toy):
@@ -279,17 +354,28 @@ def test_data_efficiency_runs_every_method_at_every_budget_on_the_same_images(to
     train, test = toy(n=40, size=28, classes=4), toy(n=8, size=28, classes=4, seed=1)
     methods = {"floor": {"model": "pixels", "lr": 0.1, "batch_size": 4}}
     rows, kept = data_efficiency.run(
-        methods, train, test, [(2, 16), (4, 16)], seeds=(0, 1), keep=[("floor", 4)], progress=False
+        methods,
+        train,
+        test,
+        [(2, 16), (4, 16)],
+        seeds=(0, 1),
+        keep=[("floor", 4)],
+        progress=False,
+        curve_test=test,
+        curve_points=3,
     )
     assert [(r["labels_per_class"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    # 4 steps per run: scored after steps 1, 2 and 4, at the images seen by then (an epoch of 8 is 2 steps of 4)
+    assert [[seen for seen, _ in r["curve"]] for r in rows] == [[4, 8, 16]] * 4
+    assert all(r["curve"][-1][1] == r["test_acc"] for r in rows)  # curve_test is the test set here
     assert [r["fraction"] for r in rows] == [0.2, 0.2, 0.4, 0.4]
     assert [len(r["history"]) for r in rows] == [2, 2, 1, 1]  # 16 images: twice over 8, once over 16
     assert [r["images"] for r in rows] == [16] * 4 and all(r["images_per_s"] > 0 for r in rows)
     assert list(kept) == [("floor", 4)] and not kept[("floor", 4)].training
     assert [(s["labels_per_class"], s["n"]) for s in data_efficiency.summary(rows)] == [(2, 2), (4, 2)]
     table = data_efficiency.results_table(rows)
-    assert table.splitlines()[0].startswith("| method | 20% (2/class) | 40% (4/class) | per step of 128 |")
-    assert "mean over 2 seeds" in table
+    assert table.splitlines()[0].startswith("| method | 20% (2/class, 16 images) | 40% (4/class, 16 images) |")
+    assert "seeds per cell: 2" in table
 
 
 class TopLeftPixel(nn.Module):
@@ -326,14 +412,25 @@ def test_experiment_figures(toy):
     fig = plot_class_samples(toy(n=12, classes=3), num_classes=3, per_class=4, title="t")
     assert len(fig.axes) == 12 and fig.axes[0].get_title(loc="left") == "a"
     plt.close(fig)
-    runs = [{**r, "images_per_s": 1.0} for r in RUNS]
+    runs = [{**r, "images_per_s": 1.0, "images": 100} for r in RUNS]
     summary = data_efficiency.summary(runs + [{**r, "method": "CNN"} for r in runs])
-    fig = plot_data_efficiency(summary, colors={"CNN": "#123456"})
+    fig = plot_data_efficiency(summary, colors={"CNN": "#123456"}, rising={("CNN", 10)})
     ax = fig.axes[0]
     assert [c.get_label() for c in ax.containers] == ["ViT", "CNN"] and ax.get_xlabel() == "% of labels"
     assert matplotlib.colors.to_hex(ax.containers[1].lines[0].get_color()) == "#123456"
+    markers = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [matplotlib.colors.to_hex(m.get_markerfacecolor()) for m in markers][1] == "#ffffff"  # open: rising
     assert [t.get_text() for t in ax.get_xticklabels()] == ["10%"]
+    assert "bars: min-max over the seeds" in ax.texts[0].get_text()
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # the legend sits outside
+    plt.close(fig)
+    curves = [curve_row("ViT", k, s, [(10 * k, 0.1 * s), (20 * k, 0.5 + 0.1 * s)]) for k in (1, 10) for s in (0, 1)]
+    fig = plot_learning_curves(curves + [curve_row("CNN", 10, 0, [(100, 0.2), (200, 0.9)])], rising={("CNN", 10)})
+    assert len(fig.axes) == 2 and [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    vit, cnn = fig.axes[1].lines
+    assert list(vit.get_xdata()) == [100, 200] and list(vit.get_ydata()) == pytest.approx([5, 55])  # seed mean
+    assert cnn.get_label() == "CNN (still rising)" and cnn.get_linestyle() == "--"
+    assert len(fig.axes[1].collections) == 1  # the seed band of the ViT; one seed of the CNN draws none
     plt.close(fig)
     fig = plot_translation({"a": [0.9, 0.8, 0.7], "b": [0.7, 0.7, 0.7]}, patch_size=2)
     assert [list(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [[0, 1, 2], [0, 1, 2]]

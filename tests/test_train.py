@@ -226,6 +226,20 @@ def test_fit_validates_with_flips_when_eval_flip(toy):
     assert history.final["val_acc"] == evaluate(model, val, flip=True) < 0.75  # mirrors vote for other classes
 
 
+def test_step_callbacks_see_every_step_the_images_so_far_and_a_training_model(toy):
+    data = toy(40)  # 40 images in batches of 16: steps of 16, 16 and 8 images per epoch
+    seen, scores = [], []
+
+    def record(step, images, model):
+        seen.append((step, images, model.training))
+        if step == 3:
+            scores.append(evaluate(model, data))  # scoring mid-run leaves the model training (checked next step)
+
+    history = fit(tiny_vit(), data, None, TrainConfig(epochs=2, **FAST), step_callbacks=[record], **QUIET)
+    assert [(s, n) for s, n, _ in seen] == [(1, 16), (2, 32), (3, 40), (4, 56), (5, 72), (6, 80)]
+    assert all(training for _, _, training in seen) and len(scores) == 1 and len(history) == 2
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, toy):
     with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+.*lower the learning rate"):
         fit(tiny_vit(), toy(), None, TrainConfig(epochs=2, **{**FAST, "lr": 1e10, "grad_clip": 0}), **QUIET)

@@ -551,26 +551,85 @@ def plot_data_efficiency(
     summary: Sequence[dict],
     colors: dict[str, str] | None = None,
     title: str = "Fashion-MNIST test accuracy vs labelled examples",
+    rising: Sequence[tuple[str, int]] = (),
+    ax: Axes | None = None,
 ) -> Figure:
     """Mean test accuracy per method against the % of labels used; bars span the seeds' min to max.
 
-    `summary`: `vitnb.experiments.data_efficiency.summary(rows)` (keys method, fraction, mean, min, max).
-    `colors`: {method: colour}, so that a method keeps its colour in every figure; the legend sits outside.
+    `summary`: `vitnb.experiments.data_efficiency.summary(rows)` (keys method, labels_per_class, fraction, n,
+    mean, min, max). `colors`: {method: colour}, so that a method keeps its colour in every figure.
+    `rising`: (method, labels per class) cells still climbing when their budget ended, drawn as open markers.
+    `ax`: draw into these axes (e.g. beside `plot_learning_curves`); else a new figure, legend outside.
     """
-    colors = colors or {}
-    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=80)
+    colors, rising = colors or {}, set(rising)
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=80) if ax is None else (ax.figure, ax)
     for name in dict.fromkeys(s["method"] for s in summary):
         mine = sorted((s for s in summary if s["method"] == name), key=lambda s: s["fraction"])
         mean = [100 * s["mean"] for s in mine]
         spread = [[100 * (s["mean"] - s["min"]) for s in mine], [100 * (s["max"] - s["mean"]) for s in mine]]
         x = [100 * s["fraction"] for s in mine]
-        ax.errorbar(x, mean, yerr=spread, fmt="o-", capsize=3, label=name, color=colors.get(name))
+        bars = ax.errorbar(x, mean, yerr=spread, fmt="-", capsize=3, label=name, color=colors.get(name))
+        colour = bars.lines[0].get_color()
+        for xi, yi, s in zip(x, mean, mine, strict=True):
+            open_marker = (name, s["labels_per_class"]) in rising
+            ax.plot(xi, yi, "o", color=colour, mfc="white" if open_marker else colour, zorder=3)
     fractions = sorted({100 * s["fraction"] for s in summary})
     ax.set(xscale="log", xlabel="% of labels", ylabel="test accuracy (%)", title=title)
     ax.set_xticks(fractions, [f"{f:g}%" for f in fractions])
     ax.minorticks_off()
     ax.grid(alpha=0.3)
+    note = "bars: min-max over the seeds" + ("; open marker: still rising" if rising else "")
+    ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize="small", color="0.3")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(
+    rows: Sequence[dict], colors: dict[str, str] | None = None, rising: Sequence[tuple[str, int]] = ()
+) -> Figure:
+    """Test accuracy against training images seen (log axis), one panel per label budget, one line per method.
+
+    `rows`: runs of `vitnb.experiments.data_efficiency.run` with a learning curve ("curve": [(images, accuracy)]);
+    the line is the mean over a method's seeds, the band their min to max. Cells in `rising` (method, labels
+    per class) are dashed and marked "still rising" in the legend.
+    """
+    colors, rising = colors or {}, set(rising)
+    budgets = sorted({(r["labels_per_class"], r["fraction"]) for r in rows})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.3 * len(budgets) + 2.2, 3.4), dpi=80, squeeze=False)
+    for ax, (k, fraction) in zip(axes[0], budgets, strict=True):
+        for name in dict.fromkeys(r["method"] for r in rows):
+            runs = [r["curve"] for r in rows if r["method"] == name and r["labels_per_class"] == k]
+            if not runs:
+                continue
+            if len({len(c) for c in runs}) != 1:
+                raise ValueError(f"{name} at {k}/class: the seeds' curves have different lengths")
+            images = [seen for seen, _ in runs[0]]
+            acc = 100 * np.array([[a for _, a in c] for c in runs])  # (seeds, points)
+            dashed = (name, k) in rising
+            label = f"{name} (still rising)" if dashed else name
+            line = ax.plot(
+                images, acc.mean(0), "o-" if not dashed else "o--", ms=3, label=label, color=colors.get(name)
+            )[0]
+            if len(runs) > 1:
+                ax.fill_between(images, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2, lw=0)
+        ax.set(xscale="log", title=f"{100 * fraction:.3g}% of the labels ({k}/class)", xlabel="training images seen")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        fontsize="small",
+        title="band: min-max over the seeds",
+        title_fontsize="small",
+    )
     fig.tight_layout()
     return fig
 

@@ -539,8 +539,11 @@ def _check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
     )
 
 
-def train_one_epoch(run: Run, loader: BatchLoader, epoch: int, budget: int, bar) -> list[float]:
-    """One pass over `loader`, stopping at step `budget` of the run; this process's [loss sum, correct, seen]."""
+def train_one_epoch(run: Run, loader: BatchLoader, epoch: int, budget: int, bar, step_callbacks=()) -> list[float]:
+    """One pass over `loader`, stopping at step `budget` of the run; this process's [loss sum, correct, seen].
+
+    After every optimizer step each of `step_callbacks` is called as f(step, images, model): the run's steps so
+    far (1-based), the training images all ranks have seen so far, and the model being trained."""
     run.net.train()
     loader.set_epoch(epoch)
     t0 = time.perf_counter()
@@ -559,6 +562,12 @@ def train_one_epoch(run: Run, loader: BatchLoader, epoch: int, budget: int, bar)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
         bar.update()
+        if step_callbacks:
+            images = epoch * len(loader.dataset) + min(
+                (step + 1) * loader.batch_size * run.world_size, len(loader.dataset)
+            )
+            for callback in step_callbacks:
+                callback(epoch * len(loader) + step + 1, images, run.model)
         bar.set_postfix(
             loss=f"{loss_sum / seen:.3f}",
             acc=f"{correct / seen:.3f}",
@@ -638,6 +647,7 @@ def fit(
     verbose: bool = True,
     max_epochs_this_run: int | None = None,
     callbacks: tuple = (),
+    step_callbacks: tuple = (),
 ) -> History:
     """Train `model` in place on `train_set`, evaluating on `val_set` after every epoch.
 
@@ -651,6 +661,9 @@ def fit(
         another model kind or config is a ValueError, and is left as it is.
     max_epochs_this_run: stop after this many epochs (the run can be resumed later).
     callbacks: functions called as f(epoch, record, model) after every epoch's checkpoint.
+    step_callbacks: functions called as f(step, images, model) after every optimizer step (step counts from 1,
+        images are the training images seen so far), e.g. to score a learning curve at chosen steps; a callback
+        that evaluates the model must leave it in training mode (`evaluate` does).
     Raises ValueError for data that does not fit the model and FloatingPointError on a non-finite loss.
     """
     cfg = cfg or TrainConfig()
@@ -667,7 +680,7 @@ def fit(
         for epoch in range(start, stop):
             bar.set_description(f"epoch {epoch + 1}/{num_epochs}")
             t0 = time.perf_counter()
-            sums = train_one_epoch(run, loader, epoch, budget, bar)
+            sums = train_one_epoch(run, loader, epoch, budget, bar, step_callbacks)
             train_seconds = time.perf_counter() - t0
             sums = _all_sum(sums, run.world_size)
             val_acc = None if val_set is None else _evaluate_sharded(run, val_set)

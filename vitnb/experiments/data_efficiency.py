@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import statistics
 import time
@@ -24,7 +25,7 @@ from ..config import preset
 from ..data import ImageTensorDataset, fashion_mnist
 from ..model import VisionTransformer
 from ..patches import place_on_canvas
-from ..train import TrainConfig, evaluate, fit
+from ..train import TrainConfig, evaluate, fit, total_steps
 from .paths import FMNIST_VIT_PATH, run_path, shown_path
 from .pretraining import VIT_PRESET, from_pretrained, load_or_pretrain
 from .profiles import get_profile
@@ -58,14 +59,16 @@ COLORS = {
     "ViT + MAE pretraining": "tab:green",
 }
 BY = ("method", "labels_per_class")  # a run's group: the summaries are over its seeds
+# a budget has reached its plateau when the last doubling of training images adds less than this accuracy
+PLATEAU_GAIN = 0.01
 
 
 def series_recipe(epochs: float, **changes) -> TrainConfig:
     """The series' training recipe (benchmarks/fmnist_time_to_accuracy.py measures it): AdamW at peak lr 2e-3
     after a warmup over the first 5% of the run, cosine decay, weight decay 0.05, label smoothing 0.1,
-    batch 128, horizontal flips only (no crops), and scoring each test image with its mirror image."""
+    batch 128, horizontal flips only (no crops). Notebook 06 scores plain top-1 accuracy (no test-time flips)."""
     cfg = dict(batch_size=128, lr=2e-3, warmup_epochs=0.05 * epochs, weight_decay=0.05, label_smoothing=0.1)
-    return TrainConfig(epochs=epochs, **{**cfg, "crop_pad": 0, "eval_flip": True, **changes})
+    return TrainConfig(epochs=epochs, **{**cfg, "crop_pad": 0, **changes})
 
 
 def load_or_train_fmnist_vit(path: str | os.PathLike = FMNIST_VIT_PATH, verbose: bool = True) -> VisionTransformer:
@@ -92,7 +95,7 @@ def load_or_train_fmnist_vit(path: str | os.PathLike = FMNIST_VIT_PATH, verbose:
     train, test = fashion_mnist(True), fashion_mnist(False)
     model = VisionTransformer(preset(VIT_PRESET))
     fit(model, train.per_class_subset(per_class), None, series_recipe(epochs), progress=verbose, verbose=False)
-    test_acc = evaluate(model, test.per_class_subset(profile.nb06_test_per_class), flip=True)
+    test_acc = evaluate(model, test.per_class_subset(profile.nb06_test_per_class))
     save_model(path, model, dataset=train, test_acc=test_acc, profile=profile.name, stand_in=True, epochs=epochs)
     if verbose:
         print(f"stand-in test accuracy {test_acc:.4f}; saved to {shown_path(path)}")
@@ -107,6 +110,14 @@ def make_model(name: str, num_classes: int = 10) -> nn.Module:
     return BUILDERS[name](num_classes)
 
 
+def curve_steps(total: int, points: int) -> list[int]:
+    """The optimizer steps at which a learning curve is scored: `total`, `total / 2`, `total / 4`, ... (`points`
+    of them at most, each a doubling of the one before, rounded and never below step 1)."""
+    if total < 1 or points < 1:
+        raise ValueError(f"a learning curve needs total >= 1 steps and points >= 1, got {total} and {points}")
+    return sorted({max(1, round(total / 2**i)) for i in range(points)})
+
+
 def run(
     methods: dict[str, dict],
     train: ImageTensorDataset,
@@ -115,6 +126,8 @@ def run(
     seeds: Sequence[int] = (0, 1),
     keep: Sequence[tuple[str, int]] = (),
     progress: bool = True,
+    curve_test: ImageTensorDataset | None = None,
+    curve_points: int = 8,
 ) -> tuple[list[dict], dict]:
     """Train every method at every label budget, on the same number of training images, and score it on `test`.
 
@@ -122,12 +135,15 @@ def run(
     budgets: (labels per class, training images per run) pairs. Within a budget every method sees the same
         number of images, in batches of 128, under a warmup-then-cosine schedule that ends with the run; the
         final weights are scored (no early stopping, nothing chosen on the test set). A budget with fewer
-        labels cycles over its images more often. Models of equal cost per image (the series' ViT and the
-        small ResNet) therefore train for the same wall-clock time; the table reports each run's seconds.
+        labels cycles over its images more often. The table reports each run's seconds.
+    curve_test: if given, a learning curve is scored on it during every run, at `curve_points` steps that
+        double from one to the next and end with the run (`curve_steps`); the curve's points are (training
+        images seen, accuracy). Scoring is plain top-1 accuracy everywhere (no test-time augmentation).
     The labelled subset is the same for every seed (seeded selection 0); a seed changes the initialisation
     (of the new head, for pretrained models), the batch order and the flips.
     keep: (display name, labels per class) pairs whose trained models (first seed) to return.
-    Returns (rows, kept models): one row per run with seed, accuracy, wall time, images/s and the history.
+    Returns (rows, kept models): one row per run with seed, accuracy, wall time, images/s, the learning curve
+    (empty without `curve_test`) and the history.
     """
     rows, kept = [], {}
     for k, images in budgets:
@@ -138,15 +154,26 @@ def run(
                 torch.manual_seed(seed)
                 model = make_model(spec["model"], train.num_classes)
                 cfg = series_recipe(epochs, seed=seed, **{key: v for key, v in spec.items() if key != "model"})
+                steps_per_epoch = math.ceil(len(subset) / cfg.batch_size)
+                at = set(curve_steps(total_steps(cfg, steps_per_epoch), curve_points)) if curve_test else set()
+                curve: list[tuple[int, float]] = []
+                scoring = [0.0]  # seconds spent scoring the curve, taken out of the training time
+
+                def score(step, seen, net, at=at, curve=curve, scoring=scoring):
+                    if step in at:
+                        t0 = time.perf_counter()
+                        curve.append((seen, evaluate(net, curve_test)))
+                        scoring[0] += time.perf_counter() - t0
+
                 print(
                     f"--- {name}, {k} labels per class ({100 * len(subset) / len(train):.3g}% of the labels), "
                     f"{images:,} images = {epochs:.3g} epochs, seed {seed}"
                 )
                 start = time.perf_counter()
-                history = fit(model, subset, None, cfg, progress=progress, verbose=False)
-                seconds = time.perf_counter() - start
-                acc = evaluate(model, test, flip=True)
-                speed = history.final["images_per_s"]
+                history = fit(model, subset, None, cfg, progress=progress, verbose=False, step_callbacks=(score,))
+                seconds = time.perf_counter() - start - scoring[0]
+                acc = evaluate(model, test)
+                speed = images / seconds
                 print(f"    test accuracy {acc:.4f}, {seconds:.0f} s training ({speed:.0f} img/s)")
                 rows.append(
                     {
@@ -158,6 +185,7 @@ def run(
                         "test_acc": acc,
                         "train_time": seconds,
                         "images_per_s": speed,
+                        "curve": curve,
                         "history": list(history),
                     }
                 )
@@ -166,35 +194,171 @@ def run(
     return rows, kept
 
 
+def last_doubling_gain(rows: Sequence[dict]) -> dict[tuple[str, int], float]:
+    """{(method, labels per class): what the last doubling of training images added to the learning curve}, in
+    accuracy (0.01 = 1 point), averaged over the seeds: the curve's last point minus the one at half the images.
+
+    Both points come from the same run, whose learning rate is still high at the half-way point and decays to
+    its floor by the end, so this overstates what a second run with half the images would lose: a small gain
+    here is a conservative sign that the budget has reached the model's plateau."""
+    gains: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        if len(r["curve"]) < 2:
+            raise ValueError(f"{r['method']} at {r['labels_per_class']}/class has no learning curve; pass curve_test")
+        (_, half), (_, last) = r["curve"][-2:]
+        gains.setdefault((r["method"], r["labels_per_class"]), []).append(last - half)
+    return {key: statistics.fmean(g) for key, g in gains.items()}
+
+
+def still_rising(rows: Sequence[dict], threshold: float = PLATEAU_GAIN) -> set[tuple[str, int]]:
+    """The (method, labels per class) cells whose last doubling of images added `threshold` or more
+    (`last_doubling_gain`): still climbing when their budget ended, so their accuracy is not a plateau."""
+    return {key for key, gain in last_doubling_gain(rows).items() if gain >= threshold}
+
+
 def summary(rows: Sequence[dict]) -> list[dict]:
     """One dict per (method, label budget) over its seeds: n, mean/min/max test accuracy, fraction of the
-    labels, mean training time and images/s (see `results.summarize`)."""
-    return summarize(rows, by=BY, metric="test_acc", also=("fraction", "train_time", "images_per_s"))
+    labels, training images, mean training time and images/s (see `results.summarize`)."""
+    return summarize(rows, by=BY, metric="test_acc", also=("fraction", "images", "train_time", "images_per_s"))
 
 
-def results_table(rows: Sequence[dict]) -> str:
-    """A markdown table: one line per method, one column per label budget (mean test accuracy in %, with
-    the seeds' min-max), then the method's training speed and the seconds of its largest run."""
+def results_table(rows: Sequence[dict], rising: set[tuple[str, int]] = frozenset()) -> str:
+    """A markdown table: one line per method, one column per label budget (mean test accuracy in %, with the
+    seeds' min-max when there are several, and a dagger on the cells in `rising`), then the method's time per
+    step of 128 images and the seconds of its longest run. The header names each budget's training images."""
     groups = summary(rows)
-    budgets = sorted({(s["labels_per_class"], s["fraction"]) for s in groups})
+    budgets = sorted({(s["labels_per_class"], s["fraction"], s["images"]) for s in groups})
     names = list(dict.fromkeys(s["method"] for s in groups))
     by = {(s["method"], s["labels_per_class"]): s for s in groups}
     cells = []
     for name in names:
         line = [name]
-        for k, _ in budgets:
+        for k, _, _ in budgets:
             s = by.get((name, k))
             spread = f" ({100 * s['min']:.1f}-{100 * s['max']:.1f})" if s and s["n"] > 1 else ""
-            line.append(f"{100 * s['mean']:.1f}{spread}" if s else "-")
+            mark = " †" if (name, k) in rising else ""
+            line.append(f"{100 * s['mean']:.1f}{spread}{mark}" if s else "-")
         mine = [s for s in groups if s["method"] == name]
         speed = statistics.fmean(s["images_per_s"] for s in mine)
         line += [f"{1000 * 128 / speed:.0f} ms", f"{max(s['train_time'] for s in mine):.0f} s"]
         cells.append(line)
-    seeds = max(s["n"] for s in groups)
-    header = ["method", *(f"{100 * f:.3g}% ({k}/class)" for k, f in budgets), "per step of 128", "longest run"]
-    return markdown_table(header, cells) + (
-        f"\n\ntest accuracy (%), mean over {seeds} seeds (min-max in brackets)" if seeds > 1 else ""
+    seeds = sorted({(s["labels_per_class"], s["n"]) for s in groups})
+    header = ["method", *(f"{100 * f:.3g}% ({k}/class, {n:,} images)" for k, f, n in budgets)]
+    header += ["per step of 128", "longest run"]
+    runs = ", ".join(f"{n} at {k}/class" for k, n in seeds) if len({n for _, n in seeds}) > 1 else seeds[0][1]
+    notes = [f"test accuracy (%) of the final weights; seeds per cell: {runs}; brackets: the seeds' min-max"]
+    if rising:
+        notes.append(f"† still rising: the last doubling of images added {100 * PLATEAU_GAIN:.0f} point or more")
+    return markdown_table(header, cells) + "\n\n" + "; ".join(notes)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def findings(
+    rows: Sequence[dict],
+    robustness: dict[str, Sequence[float]],
+    rising: set[tuple[str, int]] = frozenset(),
+    scratch: str = "ViT from scratch",
+    cnn: str = "small ResNet",
+    floor: str = "pixels (logistic regression)",
+) -> str:
+    """Notebook 06's results paragraphs, written from its numbers: a markdown list with one point each for the
+    plateaus, the CNN against the ViT at the label budgets below 100%, pretraining, all the labels, translation
+    and cost. Every number and every comparison word ("behind", "above", "more") is computed here.
+
+    rows: `run`'s rows (with learning curves); robustness: `translation_robustness` of `scratch` and `cnn` on the
+    canvas; rising: `still_rising(rows)`.
+    """
+    groups = {(s["method"], s["labels_per_class"]): s for s in summary(rows)}
+    budgets = sorted({(s["labels_per_class"], s["fraction"], s["n"]) for s in groups.values()})
+    (k_full, _, n_full), low = budgets[-1], budgets[:-1]
+    share = lambda k: f"{100 * next(f for kk, f, _ in budgets if kk == k):.3g}%"
+    acc = lambda name, k: groups[(name, k)]["mean"]
+    apart = lambda a, b, k: groups[(a, k)]["min"] > groups[(b, k)]["max"]  # every seed of a above every seed of b
+    gains = last_doubling_gain(rows)
+    out = []
+
+    flat = [key for key in gains if key[1] != k_full and key not in rising]
+    late = sorted((key for key in gains if key[1] != k_full and key in rising), key=lambda key: (key[1], key[0]))
+    largest = max(gains[key] for key in flat) if flat else None
+    if not late:
+        out.append(
+            f"**Every curve at {' and '.join(share(k) for k, _, _ in low)} of the labels flattened** before its budget "
+            f"ended: the last doubling of images added at most {100 * largest:.1f} points. These columns measure "
+            "what each model learns from its labels, not how far it got in the time."
+        )
+    else:
+        names = "; ".join(f"{name} at {share(k)} ({_points(gains[(name, k)])})" for name, k in late)
+        out.append(
+            f"**Not every curve flattened.** Still rising when their budget ended: {names}. Their accuracies are "
+            "lower bounds on what their labels allow; the other cells at these budgets had flattened."
+        )
+
+    for k, _, _ in low:
+        gap = acc(cnn, k) - acc(scratch, k)
+        side = "above" if acc(scratch, k) > acc(floor, k) else "below"
+        clear = "on every seed" if apart(cnn, scratch, k) else "though the seeds' ranges overlap"
+        verb = "wins" if gap > 0 else "loses"
+        out.append(
+            f"**{share(k)} of the labels ({k} per class).** The small ResNet {verb}, {clear}: {_pct(acc(cnn, k))} "
+            f"against {_pct(acc(scratch, k))} for the ViT from scratch ({_points(-gap)}), which is {side} logistic "
+            f"regression on the pixels ({_pct(acc(floor, k))})."
+        )
+    pretrained = [name for name in dict.fromkeys(r["method"] for r in rows) if name not in (scratch, cnn, floor)]
+    for name in pretrained:
+        parts = []
+        for k, _, _ in budgets:
+            if (name, k) not in groups:
+                continue
+            gain, gap = acc(name, k) - acc(scratch, k), acc(cnn, k) - acc(scratch, k)
+            closed = f", {100 * gain / gap:.0f}% of the gap to the ResNet" if gap > 0 and k != k_full else ""
+            parts.append(f"{_pct(acc(name, k))} at {share(k)} ({_points(gain)} over scratch{closed})")
+        beats = [share(k) for k, _, _ in budgets if (name, k) in groups and acc(name, k) > acc(cnn, k)]
+        versus = f"it beats the ResNet at {', '.join(beats)}" if beats else "it does not reach the ResNet at any budget"
+        out.append(f"**{name}:** {'; '.join(parts)}; {versus}.")
+
+    ranked = sorted((s for s in groups.values() if s["labels_per_class"] == k_full), key=lambda s: -s["mean"])
+    listing = ", ".join(f"{s['method']} {_pct(s['mean'])}" for s in ranked)
+    full_rising = [s["method"] for s in ranked if (s["method"], k_full) in rising]
+    seeds = "one seed" if n_full == 1 else f"{n_full} seeds"
+    still = (
+        f"; still rising when the budget ended: {', '.join(full_rising)}, so those accuracies are not plateaus"
+        if full_rising
+        else "; every curve had flattened"
     )
+    out.append(f"**All the labels** ({seeds}, a fixed budget{still}): {listing}.")
+
+    vit, res = robustness[scratch], robustness[cnn]
+    pad = len(vit) - 1
+    mid = pad // 2
+    patch_aligned = "recovers part of it" if vit[pad] > vit[pad - 1] else "gains nothing"
+    out.append(
+        f"**Translation.** Neither model is invariant. Moving the image {mid} pixels on the canvas costs the ResNet "
+        f"{100 * (res[0] - res[mid]):.1f} points ({_pct(res[0])} to {_pct(res[mid])}) and {pad} pixels "
+        f"{100 * (res[0] - res[pad]):.1f}; the ViT loses {100 * (vit[0] - vit[mid]):.1f} and "
+        f"{100 * (vit[0] - vit[pad]):.1f} points. At the patch-aligned shift of {pad} pixels, where every token "
+        f"holds the same content one grid cell on, the ViT {patch_aligned} ({_pct(vit[pad])} against "
+        f"{_pct(vit[pad - 1])} at {pad - 1} pixels): its decision depends on where a token is as well as on what "
+        f"it holds. The bigger canvas alone, at shift 0, costs the ViT {100 * (acc(scratch, k_full) - vit[0]):.1f} "
+        f"points against its score on the plain test images ({_pct(acc(scratch, k_full))}), and the ResNet "
+        f"{100 * (acc(cnn, k_full) - res[0]):.1f}."
+    )
+
+    speed = {name: statistics.fmean(r["images_per_s"] for r in rows if r["method"] == name) for name in (scratch, cnn)}
+    ratio = speed[cnn] / speed[scratch]
+    cost = "longer" if ratio > 1 else "shorter"
+    out.append(
+        f"**Cost.** A ViT step takes {abs(ratio - 1) * 100:.0f}% {cost} than a ResNet step of the same batch "
+        f"({1000 * 128 / speed[scratch]:.0f} ms against {1000 * 128 / speed[cnn]:.0f} ms for 128 images), so at equal "
+        "images the ResNet also trained for less time."
+    )
+    return "\n".join(f"* {line}" for line in out)
 
 
 def translation_robustness(

@@ -34,9 +34,12 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # plain pixels: as good at 1% labels (RESULTS.md)
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
-    "nb06_images": {"quick": [64, 64, 128], "full": [19_200, 25_600, 153_600]},  # training images per run, per budget
-    "nb06_seeds": {"quick": [0, 1], "full": [0, 1]},  # training seeds per run
+    # training images per run, per budget: the 1% and 10% budgets long enough for every learning curve to flatten
+    "nb06_images": {"quick": [256, 256, 512], "full": [76_800, 192_000, 153_600]},
+    "nb06_seeds": {"quick": [0, 1], "full": [0, 1]},  # training seeds per run, at the budgets below 100%
+    "nb06_full_seeds": {"quick": [0], "full": [0]},  # at 100% of the labels
     "nb06_test_per_class": {"quick": 10, "full": 500},  # test images per class scored (500 -> 5,000)
+    "nb06_curve_per_class": {"quick": 5, "full": 200},  # of which scored for the learning curves (200 -> 2,000)
     # the stand-in for the series' ViT that load_or_train_fmnist_vit trains when notebook 06's is missing
     "fmnist_vit_fallback_epochs": {"quick": 1, "full": 2},
     "fmnist_vit_fallback_per_class": {"quick": 50, "full": 6000},
