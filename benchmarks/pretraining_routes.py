@@ -75,8 +75,11 @@ def main() -> None:
         methods[name] = {**spec, "lr": args.finetune_lr} if args.finetune_lr else spec
 
     train, test = fashion_mnist(True), fashion_mnist(False).per_class_subset(P.nb06_test_per_class, seed=1)
-    budgets = [(k, images_per_budget[k]) for k in labels]
-    rows, _ = data_efficiency.run(methods, train, test, budgets, seeds=args.seeds or P.nb06_seeds, progress=False)
+    seeds_per_budget = dict(zip(P.nb06_labels_per_class, P.nb06_seeds, strict=True))
+    rows = []
+    for k in labels:
+        seeds = args.seeds or seeds_per_budget[k]
+        rows += data_efficiency.run(methods, train, test, [(k, images_per_budget[k])], seeds=seeds, progress=False)[0]
     print(f"\nFashion-MNIST test accuracy on {len(test):,} images, notebook 06's finetuning:")
     print(data_efficiency.results_table(rows))
     print(f"wrote {write_csv([{k: v for k, v in r.items() if k != 'history'} for r in rows], args.out / 'rows.csv')}")

@@ -98,7 +98,7 @@ def test_the_experiment_modules_left_the_library():
 
 # --- profiles and paths ----------------------------------------------------------------------------
 def test_profiles(monkeypatch):
-    assert get_profile("quick").name == "quick" and get_profile("quick").nb06_seeds == [0, 1]
+    assert get_profile("quick").name == "quick" and get_profile("quick").nb06_seeds[0] == [0, 1]
     assert get_profile("full").nb05_corpus_classes == 1000
     monkeypatch.setenv("VITNB_PROFILE", "quick")
     assert repr(get_profile()) == "Profile('quick')"

@@ -300,10 +300,13 @@ def findings(
             "lower bounds on what their labels allow; the other cells at these budgets had flattened."
         )
 
-    for k, _, _ in low:
+    for k, _, n in low:
         gap = acc(cnn, k) - acc(scratch, k)
         side = "above" if acc(scratch, k) > acc(floor, k) else "below"
-        clear = "on every seed" if apart(cnn, scratch, k) else "though the seeds' ranges overlap"
+        if n == 1:
+            clear = "in its one seed"
+        else:
+            clear = "on every seed" if apart(cnn, scratch, k) else "though the seeds' ranges overlap"
         verb = "wins" if gap > 0 else "loses"
         out.append(
             f"**{share(k)} of the labels ({k} per class).** The small ResNet {verb}, {clear}: {_pct(acc(cnn, k))} "
