@@ -600,3 +600,13 @@ def test_foreground_share_counts_the_top_patches_that_hold_ink():
     assert fa.foreground_share(on_background, images, k=4).tolist() == [0.25, 0.25]
     with pytest.raises(ValueError, match="do not tile"):
         fa.foreground_share(on_ink, torch.zeros(2, 1, 7, 7), k=1)
+
+
+def test_foreground_patches_mark_the_patches_with_a_bright_pixel():
+    images = torch.zeros(1, 1, 8, 8)
+    images[0, 0, 0, 0] = 0.5  # one bright pixel in patch (0, 0)
+    images[0, 0, 7, 7] = 0.05  # below the threshold: patch (1, 1) stays background
+    assert fa.foreground_patches(images, (2, 2)).tolist() == [[True, False, False, False]]
+    assert fa.foreground_patches(images, (2, 2), threshold=0.01).tolist() == [[True, False, False, True]]
+    with pytest.raises(ValueError, match="does not tile"):
+        fa.foreground_patches(images, (3, 3))
