@@ -129,7 +129,7 @@ def test_plot_attention_distance_by_depth_draws_each_model_and_the_reference():
     assert [line.get_label() for line in means] == ["trained (mean of heads)", "untrained (mean of heads)"]
     for line, d in zip(means, distances.values(), strict=True):
         np.testing.assert_allclose(line.get_ydata(), d.double().mean(dim=1).numpy())
-    assert [len(c.get_offsets()) for c in ax.collections] == [12, 12]  # a dot per layer and head
+    assert [len(c.get_offsets()) for c in ax.collections] == [12, 12]  # a dot per block and head
     np.testing.assert_allclose(
         np.sort(ax.collections[1].get_offsets()[:, 1]), np.sort(distances["untrained"].flatten())
     )

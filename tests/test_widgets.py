@@ -170,7 +170,7 @@ def test_status_text_describes_the_map():
         "<small>layer 0, max over heads, attention of the patch (0, 1) token" + tail
     )
     assert (
-        status_html(heat, "rollout", 2, "cls", "a") == "<small>rollout through layers 0-2, row of the cls token" + tail
+        status_html(heat, "rollout", 2, "cls", "a") == "<small>rollout through blocks 0-2, row of the cls token" + tail
     )
     assert status_html(heat, "gradient rollout", 2, "cls", "<b>") == (
         "<small>gradient rollout for class <b>&lt;b&gt;</b> (all layers, read at: cls)" + tail

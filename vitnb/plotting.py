@@ -310,15 +310,15 @@ def plot_attention_grid(
 def plot_mean_attention_distance(
     distance: torch.Tensor, ax: Axes | None = None, title: str = "Mean attention distance"
 ) -> Figure:
-    """Scatter of `rollout.mean_attention_distance` output (L, H): one dot per head at each layer (1-based)."""
+    """Scatter of `rollout.mean_attention_distance` output (L, H): one dot per head at each block (0 = first)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
     distance = distance.detach().cpu().numpy()
-    layers = range(1, distance.shape[0] + 1)
+    blocks = range(distance.shape[0])
     for head in range(distance.shape[1]):
-        ax.scatter(layers, distance[:, head], s=15, label=f"head {head}")
-    ax.set(xlabel="layer (network depth)", ylabel="mean attention distance (pixels)", title=title)
-    ax.set_xticks(layers)
+        ax.scatter(blocks, distance[:, head], s=15, label=f"head {head}")
+    ax.set(xlabel="block (0 = first)", ylabel="mean attention distance (pixels)", title=title)
+    ax.set_xticks(blocks)
     ax.legend(fontsize="x-small", ncol=2)
     return ax.figure
 
@@ -333,13 +333,13 @@ def plot_attention_distance_by_depth(
     offsets = np.linspace(-0.1, 0.1, len(distances)) if len(distances) > 1 else [0.0]
     for (name, distance), offset in zip(distances.items(), offsets, strict=True):
         d = distance.detach().cpu().double().numpy()  # (L, H)
-        layers = np.arange(1, d.shape[0] + 1)
-        line = ax.plot(layers, d.mean(axis=1), marker="o", label=f"{name} (mean of heads)")[0]
-        ax.scatter(np.repeat(layers + offset, d.shape[1]), d.reshape(-1), s=12, color=line.get_color(), alpha=0.5)
+        blocks = np.arange(d.shape[0])
+        line = ax.plot(blocks, d.mean(axis=1), marker="o", label=f"{name} (mean of heads)")[0]
+        ax.scatter(np.repeat(blocks + offset, d.shape[1]), d.reshape(-1), s=12, color=line.get_color(), alpha=0.5)
     if uniform is not None:
         ax.axhline(uniform, color="gray", linestyle="--", linewidth=1, label="uniform attention")
-    ax.set(xlabel="layer (network depth)", ylabel="mean attention distance (pixels)", title=title)
-    ax.set_xticks(layers)
+    ax.set(xlabel="block (0 = first)", ylabel="mean attention distance (pixels)", title=title)
+    ax.set_xticks(blocks)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -398,7 +398,8 @@ METHOD_COLORS = {
     "raw attention": "tab:blue",
     "rollout": "tab:orange",
     "gradient rollout": "tab:green",
-    "saliency": "tab:red",
+    "gradient x (input - canvas)": "tab:red",
+    "integrated gradients": "tab:purple",
     "random": "tab:gray",
 }
 

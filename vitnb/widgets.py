@@ -63,7 +63,7 @@ def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_na
     if head == "gradient rollout":
         what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all layers, read at: {pooled})"
     elif head == "rollout":
-        what = f"rollout through layers 0-{layer}, row of the {token} token"
+        what = f"rollout through blocks 0-{layer}, row of the {token} token"
     else:
         heads = f"head {head}" if isinstance(head, int) else f"{head} over heads"
         what = f"layer {layer}, {heads}, attention of the {token} token"
