@@ -4,17 +4,16 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ddp import GLOBAL_BATCH, toy_setup  # noqa: E402
 
+from vitnb.distributed import process_group  # noqa: E402
 from vitnb.train import fit  # noqa: E402
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     model, data, cfg = toy_setup(batch_size=GLOBAL_BATCH // 2)
-    history = fit(model, data, data, cfg, checkpoint=out / "ddp.pt", progress=False, verbose=False)
-    rank = dist.get_rank()
-    torch.save({"model": model.state_dict(), "history": list(history)}, out / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    with process_group("cpu") as (rank, _):  # fit runs inside it; the group is left after the last save
+        history = fit(model, data, data, cfg, checkpoint=out / "ddp.pt", progress=False, verbose=False)
+        torch.save({"model": model.state_dict(), "history": list(history)}, out / f"rank{rank}.pt")

@@ -229,6 +229,14 @@ def _add_train_options(p: argparse.ArgumentParser, out: str) -> None:
     again.add_argument("--resume", action="store_true", help="continue the run saved in --out (if it exists)")
     again.add_argument("--overwrite", action="store_true", help="start afresh even if --out exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    p.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others (to start, in each exchange, at the end) "
+        "before it gives up with an error (default: $VITNB_DIST_TIMEOUT, else 300)",
+    )
 
 
 def _add_model_options(p: argparse.ArgumentParser, when: str = "") -> None:
@@ -721,28 +729,94 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).splitlines()) or type(err).__name__
 
 
+def _join_group(args) -> bool:
+    """Under torchrun, join the process group before a training command loads anything; True if joined.
+
+    `main` leaves it: every process at a final barrier once rank 0 has written the checkpoint and the run
+    folder, or, on an error, at once after printing its error line, so the others stop instead of waiting for
+    it (see vitnb.distributed)."""
+    if not hasattr(args, "dist_timeout") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    from .distributed import init_distributed
+    from .train import pick_device
+
+    init_distributed(pick_device(args.device), args.dist_timeout)
+    return True
+
+
+def _leave_group(ok: bool) -> None:
+    from .distributed import leave
+
+    leave(ok)
+
+
+def _error(message: str, cause: bool = True) -> None:
+    """Print `error: MESSAGE` to stderr. Under torchrun the line reads `error: rank R: MESSAGE`, so it says which
+    process failed, and a process that failed by itself (`cause`) also hands the line to torchrun's summary."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return
+    line = f"error: rank {os.environ.get('RANK', '0')}: {message}"
+    print(line, file=sys.stderr, flush=True)
+    if cause:
+        from .distributed import report_to_torchrun
+
+        report_to_torchrun(line)
+
+
+def _lost_contact(err: BaseException, args) -> str | None:
+    """The message for an error of the process group itself (a peer gone, a timeout), else None."""
+    if "vitnb.distributed" not in sys.modules:  # no process group was joined (and --help stays torch-free)
+        return None
+    from .distributed import is_distributed_error, lost_contact
+
+    return lost_contact(err, getattr(args, "dist_timeout", None)) if is_distributed_error(err) else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `python -m vitnb ARGV`; returns the exit status (0 done, 2 a usage error, 130 interrupted).
+    """Run `python -m vitnb ARGV`; returns the exit status (0 done, 1 training failed, 2 a usage error,
+    130 interrupted).
 
     Usage errors (bad arguments, missing or unsuitable files and data) print one `error: ...` line to
-    stderr; with --debug they raise, with their traceback.
+    stderr; so do a diverged training run (non-finite loss) and, under torchrun, a process that lost the
+    others (one failed or timed out): then the line starts `error: rank R:`. With --debug they raise, with
+    their traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    args, joined = None, False
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv
+        joined = _join_group(args)
         args.func(args)
+        if joined:
+            joined = False
+            _leave_group(ok=True)  # the final barrier: its errors are reported below like any other
     except SystemExit as exit_:  # --help
         return exit_.code or 0
     except (UsageError, ValueError, OSError) as err:
         if debug:
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        _error(_one_line(err))
         return 2
+    except FloatingPointError as err:  # training diverged: every rank stops at the same step (see vitnb.train)
+        if debug:
+            raise
+        _error(_one_line(err))
+        return 1
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
+    except Exception as err:
+        message = None if debug else _lost_contact(err, args)
+        if message is None:
+            raise
+        _error(message, cause=False)
+        return 1
+    finally:
+        if joined:  # after the error line is printed: the others learn of the failure when the group closes
+            _leave_group(ok=False)
     return 0

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind, save_checkpoint
 from .config import PRECISIONS, TrainConfig
 from .data import BatchLoader, ImageTensorDataset, as_image_dataset
+from .distributed import init_distributed, process_group
 
 
 # --- seeds, device and precision -----------------------------------------------------------------
@@ -101,17 +102,7 @@ def autocast(device: torch.device, precision: str):
 
 
 # --- distributed ---------------------------------------------------------------------------------
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun set up (env RANK/WORLD_SIZE); returns (rank, world_size)."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # nccl binds each process to its own GPU
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
+# Joining and leaving the process group: vitnb.distributed (init_distributed, process_group).
 def _all_sum(values: list[float], world_size: int) -> list[float]:
     if world_size == 1:
         return values
@@ -665,7 +656,42 @@ def fit(
         images are the training images seen so far), e.g. to score a learning curve at chosen steps; a callback
         that evaluates the model must leave it in training mode (`evaluate` does).
     Raises ValueError for data that does not fit the model and FloatingPointError on a non-finite loss.
+
+    Under torchrun fit joins the process group (`vitnb.distributed.process_group`) and leaves it when it
+    returns or raises, after a final barrier on success; if the caller joined it first, fit leaves it joined.
     """
+    with process_group(device):
+        return _fit(
+            model,
+            train_set,
+            val_set,
+            cfg,
+            checkpoint,
+            resume,
+            device,
+            progress,
+            verbose,
+            max_epochs_this_run,
+            callbacks,
+            step_callbacks,
+        )
+
+
+def _fit(
+    model,
+    train_set,
+    val_set,
+    cfg,
+    checkpoint,
+    resume,
+    device,
+    progress,
+    verbose,
+    max_epochs_this_run,
+    callbacks,
+    step_callbacks,
+) -> History:
+    """`fit` inside the process group (if any)."""
     cfg = cfg or TrainConfig()
     train_set, val_set = _check_inputs(model, train_set, val_set, checkpoint, resume)
     run, loader = _setup(model, train_set, cfg, device, checkpoint)
