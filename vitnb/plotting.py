@@ -574,9 +574,10 @@ def plot_data_efficiency(
         for xi, yi, s in zip(x, mean, mine, strict=True):
             open_marker = (name, s["labels_per_class"]) in rising
             ax.plot(xi, yi, "o", color=colour, mfc="white" if open_marker else colour, zorder=3)
-    fractions = sorted({100 * s["fraction"] for s in summary})
-    ax.set(xscale="log", xlabel="% of labels", ylabel="test accuracy (%)", title=title)
-    ax.set_xticks(fractions, [f"{f:g}%" for f in fractions])
+    images = {100 * s["fraction"]: s.get("images") for s in summary}  # training images per run, per budget
+    fractions = sorted(images)
+    ax.set(xscale="log", xlabel="% of labels (training images per run)", ylabel="test accuracy (%)", title=title)
+    ax.set_xticks(fractions, [f"{f:g}%" + (f"\n({images[f]:,})" if images[f] else "") for f in fractions])
     ax.minorticks_off()
     ax.grid(alpha=0.3)
     note = "bars: min-max over the seeds" + ("; open marker: still rising" if rising else "")
