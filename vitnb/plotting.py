@@ -385,7 +385,7 @@ def plot_attention_maps(
             overlay(axes[layer, j], rgb, attention_map(cache, layer, head, query), alpha, cmap)
             if layer == 0:
                 axes[0, j].set_title(f"head {head}" if isinstance(head, int) else head, fontsize="small")
-        axes[layer, 1].text(-0.15, 0.5, f"layer {layer}", transform=axes[layer, 1].transAxes, rotation=90,
+        axes[layer, 1].text(-0.15, 0.5, f"block {layer}", transform=axes[layer, 1].transAxes, rotation=90,
                             va="center", ha="right", fontsize="small")  # fmt: skip
     if title:
         fig.suptitle(title, fontsize="medium")
