@@ -23,6 +23,7 @@ from vitnb.experiments.ablation import (
     run_ablation,
     table,
     variant_source,
+    verdict,
 )
 from vitnb.experiments.results import write_csv
 from vitnb.plotting import ablation_styles, plot_ablation, plot_ablation_curves
@@ -215,13 +216,23 @@ def test_claims_table_gives_a_verdict_only_beyond_the_seed_spread():
             "conv stem": (0.80, 0.81),  # claim +: agrees
             "post-norm": (0.75, 0.76),  # claim -: disagrees
             "avg pool": (0.70, 0.72),  # inside the spread
+            "patch 7": (0.80, 0.81),  # claim -, about converged models: disagrees early in training
+            "LayerScale": (0.90, 0.91),  # a claim about deep stacks: not testable on the base model
         }.items()
         for i, a in enumerate(accs)
     ]
     lines = claims(compare(rows)).splitlines()
     assert lines[0] == "| variant | claim | by | A: Δ pp | verdict |"
     verdicts = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |") for line in lines[2:]}
-    assert verdicts == {"avg pool": "within the seed spread", "post-norm": "disagrees", "conv stem": "agrees"}
+    assert verdicts == {
+        "avg pool": "within the seed spread",
+        "post-norm": f"not testable here ({BASE.depth} blocks)",
+        "conv stem": "agrees",
+        "patch 7": "disagrees early in training (the claim is about converged models)",
+        "LayerScale": f"not testable here ({BASE.depth} blocks)",
+    }
+    assert BASE.depth == 4
+    assert verdict({"delta": -0.05, "beyond_spread": True}, +1) == "disagrees"
     assert set(CLAIMS) <= set(MAIN_VARIANTS)
 
 

@@ -401,11 +401,27 @@ CLAIMS: dict[str, tuple[str, str, int]] = {
 }
 
 
-def verdict(s: dict, sign: int) -> str:
-    """'agrees' | 'disagrees' when the change exceeds both seed spreads, else 'within the seed spread'."""
+# claims about deep stacks: a short run of the shallow base model measures them but cannot test them
+DEEP_STACK_CLAIMS = frozenset({"post-norm", "LayerScale"})
+# claims about converged models: a contradiction after a short run is only an early-training one
+CONVERGED_CLAIMS = frozenset({"patch 7"})
+
+
+def verdict(s: dict, sign: int, variant: str | None = None) -> str:
+    """'agrees' | 'disagrees' when the change exceeds both seed spreads, else 'within the seed spread'.
+
+    Claims about deep stacks (`DEEP_STACK_CLAIMS`) are 'not testable here (L blocks)' whatever the change;
+    a contradicted claim about converged models (`CONVERGED_CLAIMS`) disagrees only early in training.
+    """
+    if variant in DEEP_STACK_CLAIMS:
+        return f"not testable here ({BASE.depth} blocks)"
     if not s["beyond_spread"]:
         return "within the seed spread"
-    return "agrees" if s["delta"] * sign > 0 else "disagrees"
+    if s["delta"] * sign > 0:
+        return "agrees"
+    if variant in CONVERGED_CLAIMS:
+        return "disagrees early in training (the claim is about converged models)"
+    return "disagrees"
 
 
 def claims(summary: Sequence[dict]) -> str:
@@ -426,7 +442,7 @@ def claims(summary: Sequence[dict]) -> str:
         cells = [variant, claim, who]
         for r in regimes:
             s = by.get((variant, r))
-            cells += ["", ""] if s is None else [f"{100 * s['delta']:+.1f}", verdict(s, sign)]
+            cells += ["", ""] if s is None else [f"{100 * s['delta']:+.1f}", verdict(s, sign, variant)]
         lines.append(cells)
     return markdown_table(header, lines)
 
