@@ -9,8 +9,11 @@ group (gloo on CPU, nccl on CUDA) and leaves it again:
     # success: a final barrier (no rank exits while rank 0 still writes), then destroy_process_group()
     # error:   destroy_process_group() at once, no barrier (see below)
 
-Only the code that joined the group leaves it: `fit` joins one if nobody has, and then leaves it when it
-returns; inside a caller's `process_group()` it leaves the group alone.
+`fit` runs inside `fit_session()`: it joins the group if nobody has and ends with a barrier (every rank has
+finished, rank 0 has written the last checkpoint), but stays in the group, so a script can call fit again
+(joining a second group after leaving one is not reliable under torchrun: the new group can read the old one's
+addresses). A group nobody left is destroyed when the process exits (atexit), never left to the interpreter's
+teardown, where gloo's threads abort the process ("terminate called without an active exception").
 
 When one rank fails, the others must not wait for it forever. The failing rank leaves the group without a
 barrier (the others are somewhere else: a barrier would only wait for them until the timeout), which closes
@@ -21,6 +24,7 @@ collective give up after `timeout` seconds (default $VITNB_DIST_TIMEOUT, else 30
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -71,7 +75,21 @@ def init_distributed(device: torch.device, timeout: float | None = None) -> tupl
             torch.cuda.set_device(device)  # nccl binds each process to its own GPU
         seconds = default_timeout() if timeout is None else timeout
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=seconds))
+        global _exit_hook
+        if not _exit_hook:
+            atexit.register(_destroy_at_exit)
+            _exit_hook = True
     return dist.get_rank(), dist.get_world_size()
+
+
+_exit_hook = False
+
+
+def _destroy_at_exit() -> None:
+    """A group still joined when the process ends is destroyed here (no barrier: the process may be ending on
+    an error), before the interpreter's teardown."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def leave(ok: bool) -> None:
@@ -132,6 +150,28 @@ def report_to_torchrun(line: str) -> None:
             json.dump(record, f)
     except OSError:
         pass  # the report is a courtesy; the error line on stderr is the record
+
+
+@contextmanager
+def fit_session(device: str | torch.device | None = None, timeout: float | None = None):
+    """What `fit` runs in: join the group if launched and nobody has; on success end with a barrier and stay
+    joined (for the next fit; left by its owner or at exit); on an error leave at once if joined here (so the
+    other ranks stop instead of waiting) or leave that to the owner, through whose `process_group` it passes."""
+    if not launched():
+        yield
+        return
+    owner = not dist.is_initialized()
+    if owner:
+        from .train import pick_device
+
+        init_distributed(pick_device(device), timeout)
+    try:
+        yield
+    except BaseException:
+        if owner:
+            leave(ok=False)
+        raise
+    dist.barrier()
 
 
 def is_distributed_error(err: BaseException) -> bool:

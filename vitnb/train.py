@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind, save_checkpoint
 from .config import PRECISIONS, TrainConfig
 from .data import BatchLoader, ImageTensorDataset, as_image_dataset
-from .distributed import init_distributed, process_group
+from .distributed import fit_session, init_distributed
 
 
 # --- seeds, device and precision -----------------------------------------------------------------
@@ -657,10 +657,11 @@ def fit(
         that evaluates the model must leave it in training mode (`evaluate` does).
     Raises ValueError for data that does not fit the model and FloatingPointError on a non-finite loss.
 
-    Under torchrun fit joins the process group (`vitnb.distributed.process_group`) and leaves it when it
-    returns or raises, after a final barrier on success; if the caller joined it first, fit leaves it joined.
+    Under torchrun fit joins the process group if nobody has and returns after a barrier (every rank done, the
+    last checkpoint written), still in the group; on an error it leaves a group it joined at once, so the other
+    ranks stop too. To own the group, wrap the script in `vitnb.distributed.process_group()`.
     """
-    with process_group(device):
+    with fit_session(device):
         return _fit(
             model,
             train_set,
