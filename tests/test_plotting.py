@@ -115,9 +115,7 @@ def test_plot_mean_attention_distance_one_scatter_per_head():
     scatters = fig.axes[0].collections
     assert len(scatters) == 3
     for head, scatter in enumerate(scatters):
-        np.testing.assert_allclose(
-            scatter.get_offsets(), np.stack([np.arange(4), distance[:, head].numpy()], axis=1)
-        )
+        np.testing.assert_allclose(scatter.get_offsets(), np.stack([np.arange(4), distance[:, head].numpy()], axis=1))
     plt.close(fig)
 
 
