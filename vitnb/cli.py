@@ -11,7 +11,8 @@ Training commands call `vitnb.train.fit`, print a summary before they start and 
 the checkpoint (`model.pt` -> `model.run/` with `config.json` and a per-epoch `metrics.csv`). A mistake on
 the command line (a bad value, a missing file, a checkpoint that does not fit the data) prints one
 `error: ...` line and exits with status 2; `--debug` shows the traceback instead.
-Distributed: `torchrun --nproc_per_node=2 -m vitnb finetune ...`.
+Distributed: `torchrun --nproc_per_node=2 -m vitnb finetune ...`; the processes leave together once rank 0
+has written everything, and an error in one prints `error: rank R: ...` and ends the run (vitnb.distributed).
 
 The module imports neither torch nor torchvision at the top, so `--help` answers at once; the commands
 import what they need.
