@@ -24,12 +24,12 @@ from vitnb.data import DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, data_root
 REPEATS = int(os.environ.get("VITNB_DDP_REPEATS", "10"))  # clean exits asked of the 2-process run
 CONCURRENT = 2  # runs at a time: the machine is loaded, as it is when the bug shows
 FAIL_WITHIN = 60.0  # seconds: a run with a failed rank must have ended by then (it takes about 6 s)
-TIMEOUT = 5.0  # --dist-timeout of the runs here: how long a rank waits for one that never comes
+TIMEOUT = 5.0  # --dist-timeout of the run in which a rank never comes (the others' wait for it)
 ARGS = [
     "-m", "vitnb", "finetune", "--dataset", "fashion_mnist", "--labels-per-class", "20", "--val-per-class", "5",
     "--epochs", "2", "--batch-size", "20", "--preset", "cpu_p7", "--model-opt", "depth=1",
     "--model-opt", "embed_dim=32", "--model-opt", "num_heads=2", "--precision", "fp32", "--seed", "0",
-    "--no-progress", "--dist-timeout", str(TIMEOUT),
+    "--no-progress",
 ]  # fmt: skip
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
@@ -150,8 +150,9 @@ def test_a_rank_on_another_machine_that_never_comes_times_out(tmp_path):
     # Two launchers (two "machines"): the second one's command line is wrong, so its process exits before it
     # joins the group. Nothing tells the first machine; its process gives up after --dist-timeout.
     data = fresh_data(tmp_path / "data")
-    (first, t_first), (second, t_second) = two_launchers(
-        (tmp_path / "m.pt", tmp_path / "m.pt"), data, ((), ("--epochs", "-1"))
+    timeout = ("--dist-timeout", str(TIMEOUT))
+    (first, t_first), (second, _) = two_launchers(
+        (tmp_path / "m.pt", tmp_path / "m.pt"), data, (timeout, (*timeout, "--epochs", "-1"))
     )
     assert second.returncode != 0 and "argument --epochs: must be > 0, got -1" in second.stderr_text
     assert first.returncode != 0, first.stderr_text[-3000:]
