@@ -46,6 +46,7 @@ _SUBMODULES = {
     "config",
     "convert",
     "data",
+    "distributed",
     "encoder",
     "experiments",
     "faithfulness",
