@@ -258,6 +258,8 @@ def test_findings_are_written_from_the_numbers():
     assert "the ViT does not recover: it falls to 50.0% from 55.0% at 3 pixels" in text
     assert "The ResNet is worst at a shift of 3 pixels (30.0%) and stays low at 4 (30.0%)" in text
     assert "costs the ViT 5.0 points against its score on the plain test images (85.0%)" in text
+    flat = [{**r, "curve": [(100, r["test_acc"]), (200, r["test_acc"])]} for r in rows]  # no cell rising
+    assert "No curve was still rising when its budget ended." in data_efficiency.findings(flat, robustness, set())
     assert "A ViT step takes 25% longer than a ResNet step of the same batch (1280 ms against 1024 ms" in text
 
 

@@ -331,7 +331,9 @@ def findings(
         )
         side = "even below" if acc(scratch, k) < acc(floor, k) else "above"
         still = [name for name in (cnn, scratch) if (name, k) in rising]
-        caveat = {0: "", 1: f" The {still[0]} was still rising.", 2: " Both were still rising."}[len(still)]
+        caveat = (
+            "" if not still else f" The {still[0]} was still rising." if len(still) == 1 else " Both were still rising."
+        )
         out.append(
             f"**{share(k)} of the labels ({k} per class).** {lead}; the ViT from scratch is {side} logistic "
             f"regression on the pixels ({_pct(acc(floor, k))}).{caveat}"
