@@ -555,7 +555,7 @@ def test_plot_deletion_insertion():
     fig = plot_deletion_insertion(curves, x, title="faithfulness")
     deletion, insertion = fig.axes
     colours = [to_hex(line.get_color()) for line in deletion.lines]
-    assert colours == [to_hex(METHOD_COLORS["rollout"]), "#9467bd"]  # purple: the first colour no method owns
+    assert colours == [to_hex(METHOD_COLORS["rollout"]), "#8c564b"]  # brown: the first colour no method owns
     assert [to_hex(line.get_color()) for line in insertion.lines] == colours
     torch.testing.assert_close(
         torch.tensor(insertion.lines[0].get_ydata()), curves["rollout"]["insertion"].double().mean(dim=0)
