@@ -758,7 +758,9 @@ def _error(message: str, cause: bool = True) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
         return
     line = f"error: rank {os.environ.get('RANK', '0')}: {message}"
-    print(line, file=sys.stderr, flush=True)
+    # One write for the line and its newline: the ranks share stderr, and print's two writes can interleave.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     if cause:
         from .distributed import report_to_torchrun
 
