@@ -35,8 +35,10 @@ import torch
 
 from vitnb import VisionTransformer, preset, seed_everything
 from vitnb.cli import add_model_opt_argument, model_opts
+from vitnb.config import TrainConfig
 from vitnb.data import fashion_mnist
-from vitnb.train import TrainConfig, cpu_has_fast_bf16, fit, memory_format_for, pick_device, resolve_precision
+from vitnb.runtime import cpu_has_fast_bf16, memory_format_for, pick_device, resolve_precision
+from vitnb.train import fit
 
 
 class Stop(Exception):

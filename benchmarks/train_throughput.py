@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vitnb import VisionTransformer, preset
-from vitnb.train import cpu_has_fast_bf16
+from vitnb.runtime import cpu_has_fast_bf16
 
 
 def build(library: str) -> torch.nn.Module:

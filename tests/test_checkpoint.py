@@ -11,15 +11,14 @@ from helpers import tiny_vit
 import vitnb
 from vitnb import VisionTransformer, ViTConfig
 from vitnb.checkpoint import (
-    atomic_write,
     check_compatible,
     export_safetensors,
     load_checkpoint,
     load_model,
-    save_checkpoint,
     save_model,
 )
 from vitnb.cnn import resnet18, resnet_small
+from vitnb.io import atomic_write, save_tensors
 from vitnb.train import TrainConfig, fit
 
 EXPECTED = r"is not a vitnb checkpoint .*expected a file written by vitnb.save_model / fit\(checkpoint=...\)"
@@ -147,7 +146,7 @@ def test_a_run_with_a_weight_average_loads_and_exports_the_average(tmp_path, toy
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path):
-    path = save_checkpoint(tmp_path / "c.pt", {"step": torch.tensor(1)})
+    path = save_tensors(tmp_path / "c.pt", {"step": torch.tensor(1)})
 
     def fail(f):
         f.write(b"half a checkpoint")
@@ -259,3 +258,19 @@ def test_other_modules_are_refused_by_save_model(tmp_path):
 def test_the_checkpoint_api_is_exported():
     assert {"save_model", "load_model", "load_checkpoint", "export_safetensors"} <= set(vitnb.__all__)
     assert vitnb.load_model is load_model
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet", "pixels"])
+def test_every_model_kind_offers_the_interface_and_round_trips(kind, tmp_path):
+    from vitnb.checkpoint import KINDS
+    from vitnb.cnn import PixelClassifier
+    from vitnb.interface import ImageClassifier
+
+    model = {"vit": lambda img_size: tiny_vit(img_size), "resnet": resnet_small, "pixels": PixelClassifier}[kind](
+        img_size=8
+    )
+    assert isinstance(model, ImageClassifier) and KINDS[model.kind] is type(model)
+    x = torch.randn(2, 1, 8, 8)
+    loaded, ckpt = load_model(vitnb.save_model(tmp_path / "m.pt", model))
+    assert ckpt["kind"] == kind and loaded.cfg == model.cfg
+    assert torch.equal(loaded(x), model.eval()(x))

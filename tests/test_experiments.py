@@ -93,7 +93,7 @@ def test_no_library_module_imports_the_experiments():
 def test_the_experiment_modules_left_the_library():
     for old in ("vitnb.finetune", "vitnb.ablation", "vitnb.profiles"):
         assert importlib.util.find_spec(old) is None, old
-    assert not hasattr(vitnb, "get_profile") and vitnb.seed_everything is vitnb.train.seed_everything
+    assert not hasattr(vitnb, "get_profile") and vitnb.seed_everything is vitnb.runtime.seed_everything
 
 
 # --- profiles and paths ----------------------------------------------------------------------------

@@ -13,18 +13,14 @@ from PIL import Image
 import vitnb
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
 from vitnb.cnn import PixelClassifier, resnet18, resnet_small
+from vitnb.runtime import cpu_has_fast_bf16, eval_mode, pick_device, resolve_precision, seed_everything
 from vitnb.train import (
     ModelEma,
     TrainConfig,
-    cpu_has_fast_bf16,
-    eval_mode,
     evaluate,
     fit,
     freeze_all_but_head,
-    pick_device,
     predict,
-    resolve_precision,
-    seed_everything,
     warmup_cosine,
 )
 
@@ -465,7 +461,7 @@ BAD_INPUT = {
             torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)), toy_images(), tmp_path
         ),
         ValueError,
-        "vitnb checkpoints hold a VisionTransformer or a ResNet, not a Sequential",
+        "vitnb checkpoints hold a VisionTransformer, a ResNet or a PixelClassifier, not a Sequential",
     ),
     "resume with another config of the same shapes": (
         lambda tmp_path: fit_quick(tiny_vit(drop_path_rate=0.1), toy_images(), tmp_path, resume=True),

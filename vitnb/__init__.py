@@ -33,7 +33,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "evaluate": "train",
     "fit": "train",
     "predict": "train",
-    "seed_everything": "train",
+    "seed_everything": "runtime",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -47,6 +47,10 @@ _SUBMODULES = {
     "convert",
     "data",
     "distributed",
+    "errors",
+    "interface",
+    "io",
+    "runtime",
     "encoder",
     "experiments",
     "faithfulness",

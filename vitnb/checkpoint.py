@@ -1,6 +1,6 @@
 """Checkpoints: one format for every model kind, plain dicts loadable with `torch.load(weights_only=True)`.
 
-    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet", "config": dict, "model": state_dict,
+    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet" | "pixels", "config": dict, "model": state_dict,
      "data": {"name", "classes", "image_shape", "mean", "std"} or None,
      # runs written by fit(checkpoint=...) add: "optimizer", "scheduler", "epoch", "history", "rng",
      # "loader", "train_config", "precision", "world_size"; with ema_decay > 0 also "raw_model" (the
@@ -9,7 +9,7 @@
 "model" always holds the weights to use (with ema_decay > 0, the moving average), so every reader
 (`load_model`, `export_safetensors`, the CLI) gets them without knowing how they were trained.
 
-Every file is written atomically by `atomic_write` (a uniquely named temp file in the same folder, then
+Every file is written atomically by `vitnb.io.atomic_write` (a uniquely named temp file in the same folder, then
 `os.replace`): a crash mid-write never leaves a half-written file where a good one was, and several
 processes writing the same file at once each leave a complete copy. `export_safetensors` writes the
 weights alone (with the config and classes as metadata) for sharing; `load_model` reads both.
@@ -19,54 +19,31 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from torch import nn
 
-from .cnn import CNNConfig, ResNet
-from .config import ViTConfig
+from .cnn import PixelClassifier, ResNet
+from .data import as_image_dataset
+from .errors import UsageError
+from .io import atomic_write, save_tensors
 from .model import VisionTransformer
 
 FORMAT, VERSION = "vitnb", 1
-KINDS = {"vit": (ViTConfig, VisionTransformer), "resnet": (CNNConfig, ResNet)}  # kind -> (config, model)
+MODELS = (VisionTransformer, ResNet, PixelClassifier)  # every model kind a checkpoint can hold
+KINDS = {cls.kind: cls for cls in MODELS}  # kind -> model class
 EXPECTED = "expected a file written by vitnb.save_model / fit(checkpoint=...)"
 
 
 # --- writing -------------------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(f)` on a uniquely named temp file beside `path`, then rename it to `path`.
-
-    Readers see either the old file or the complete new one; the temp file is removed if `write` fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write `payload` (tensors, numbers, strings, lists, dicts) to `path` atomically with torch.save."""
-    return atomic_write(path, lambda f: torch.save(payload, f))
-
-
 def model_kind(model: nn.Module) -> str:
-    """'vit' or 'resnet'; a ValueError for a model this format cannot rebuild."""
-    for kind, (_, cls) in KINDS.items():
+    """'vit', 'resnet' or 'pixels'; a UsageError for a model this format cannot rebuild."""
+    for kind, cls in KINDS.items():
         if isinstance(model, cls):
             return kind
-    raise ValueError(
-        f"vitnb checkpoints hold a VisionTransformer or a ResNet, not a {type(model).__name__}; "
+    raise UsageError(
+        f"vitnb checkpoints hold a VisionTransformer, a ResNet or a PixelClassifier, not a {type(model).__name__}; "
         f"save another module's weights with torch.save(model.state_dict(), path)"
     )
 
@@ -90,12 +67,12 @@ def checkpoint_header(model: nn.Module, dataset=None) -> dict:
 
 def save_model(path: str | os.PathLike, model: nn.Module, dataset=None, **extra) -> Path:
     """Save a ViT or ResNet with its config (and `dataset`'s name, classes and preprocessing, if given)."""
-    return save_checkpoint(path, {**checkpoint_header(model, dataset), "model": model.state_dict(), **extra})
+    return save_tensors(path, {**checkpoint_header(model, dataset), "model": model.state_dict(), **extra})
 
 
 # --- reading -------------------------------------------------------------------------------------
-def _not_a_checkpoint(path: Path, why: str) -> ValueError:
-    return ValueError(f"{path} is not a vitnb checkpoint ({why}); {EXPECTED}")
+def _not_a_checkpoint(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path} is not a vitnb checkpoint ({why}); {EXPECTED}")
 
 
 def _brief(err: BaseException, limit: int = 200) -> str:
@@ -116,13 +93,13 @@ def _unreadable(err: Exception, path: Path) -> str:
 
 
 def _validated(ckpt, path: Path) -> dict:
-    """`ckpt` with defaults filled in for files from before the format had a name; ValueError if foreign."""
+    """`ckpt` with defaults filled in for files from before the format had a name; UsageError if foreign."""
     if not isinstance(ckpt, dict):
         raise _not_a_checkpoint(path, f"it holds a {type(ckpt).__name__}, not a dict")
     if ckpt.get("format", FORMAT) != FORMAT:
         raise _not_a_checkpoint(path, f"its format is {ckpt['format']!r}")
     if ckpt.get("version", 0) > VERSION:
-        raise ValueError(f"{path} has checkpoint format version {ckpt['version']}, newer than {VERSION}: upgrade vitnb")
+        raise UsageError(f"{path} has checkpoint format version {ckpt['version']}, newer than {VERSION}: upgrade vitnb")
     if "config" not in ckpt or "model" not in ckpt:
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             why = "it holds a bare state_dict without the model's config; save with vitnb.save_model(path, model)"
@@ -146,7 +123,7 @@ def _read_safetensors(path: Path) -> dict:
     except Exception as err:
         raise _not_a_checkpoint(path, f"safetensors could not read it: {_brief(err)}") from err
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} holds no vitnb metadata; expected a file written by vitnb.export_safetensors")
+        raise UsageError(f"{path} holds no vitnb metadata; expected a file written by vitnb.export_safetensors")
     header = {k: json.loads(metadata[k]) for k in ("version", "kind", "config", "data")}
     return _validated({"format": FORMAT, **header, "model": state}, path)
 
@@ -155,7 +132,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint (`.pt` from save_model / fit, or `.safetensors` from export_safetensors).
 
     Safe to call on untrusted files (weights_only=True). Missing files raise FileNotFoundError; empty,
-    truncated and foreign files a ValueError naming the file. Files written before the format had a
+    truncated and foreign files a UsageError naming the file. Files written before the format had a
     name (a dict with 'config' and 'model') load too, with "data" None.
     """
     path = Path(path)
@@ -174,8 +151,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def build_model(ckpt: dict) -> nn.Module:
     """The model a checkpoint describes (kind + config), with freshly initialised weights."""
-    config_cls, model_cls = KINDS[ckpt["kind"]]
-    return model_cls(config_cls.from_dict(ckpt["config"]))
+    model_cls = KINDS[ckpt["kind"]]
+    return model_cls(model_cls.config_class.from_dict(ckpt["config"]))
 
 
 def load_model(
@@ -197,43 +174,38 @@ def load_model(
     if num_classes is not None:
         model.reset_classifier(num_classes)
     if img_size is not None and img_size != model.cfg.img_size:
-        if hasattr(model, "set_input_size"):
-            model.set_input_size(img_size)
-        else:
-            model.cfg = model.cfg.replace(img_size=img_size)
+        model.set_input_size(img_size)
     return model.eval(), ckpt
 
 
 def check_compatible(ckpt: dict, dataset) -> None:
-    """Raise a ValueError if `dataset` is not the kind of data the checkpoint's model was trained on.
+    """Raise a UsageError if `dataset` is not the kind of data the checkpoint's model was trained on.
 
     Compares the class names (for checkpoints without them, the number of classes), the channels and,
     for models of a fixed input size, the image size. To finetune on other classes: `load_model(path, num_classes=N)`.
     """
-    from .data import as_image_dataset
-
     dataset = as_image_dataset(dataset)
     config, data = ckpt["config"], ckpt.get("data") or {}
     trained_on = f"the checkpoint's model was trained on {data.get('name') or 'a data set'}"
     name = f"the data set {dataset.name}" if dataset.name else "the data set"
     ours, theirs = data.get("classes"), list(dataset.classes)
     if ours is not None and list(ours) != theirs:
-        raise ValueError(
+        raise UsageError(
             f"{trained_on} with {len(ours)} classes {_preview(ours)}, but {name} has {len(theirs)} classes "
             f"{_preview(theirs)}; evaluate on the data it was trained on, or finetune a new head with "
             f"load_model(path, num_classes={len(theirs)})"
         )
     if len(theirs) != config["num_classes"]:
-        raise ValueError(
+        raise UsageError(
             f"{trained_on} with {config['num_classes']} classes, but {name} has {len(theirs)}; "
             f"finetune a new head with load_model(path, num_classes={len(theirs)})"
         )
     c, h, w = dataset.image_shape
     if c != config["in_chans"]:
-        raise ValueError(f"{trained_on} with {config['in_chans']}-channel images, but {name} has {c} channels")
+        raise UsageError(f"{trained_on} with {config['in_chans']}-channel images, but {name} has {c} channels")
     size = config["img_size"]
-    if not config.get("any_size") and (h, w) != (size, size):
-        raise ValueError(
+    if not KINDS[ckpt["kind"]].any_size and (h, w) != (size, size):
+        raise UsageError(
             f"{trained_on} with {size}x{size} images, but {name} has {h}x{w}; load the data with "
             f"img_size={size}, or adapt the model with load_model(path, img_size={h})"
         )

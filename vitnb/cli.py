@@ -569,7 +569,8 @@ class MetricsWriter:
 def _train(args, model, source: str, train, val) -> None:
     """Print the summary, write the run folder, train with `fit`, report the result."""
     from .checkpoint import load_checkpoint
-    from .train import fit, pick_device, resolve_precision
+    from .runtime import pick_device, resolve_precision
+    from .train import fit
 
     cfg = _train_config(args)
     device = pick_device(args.device)
@@ -609,7 +610,7 @@ def cmd_fetch_data(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .train import seed_everything
+    from .runtime import seed_everything
 
     _check_out(args)
     _check_model_args(args)
@@ -623,7 +624,8 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from .train import freeze_all_but_head, seed_everything
+    from .runtime import seed_everything
+    from .train import freeze_all_but_head
 
     _check_out(args)
     _check_model_args(args)
@@ -695,7 +697,7 @@ def cmd_predict(args) -> None:
     import torch
 
     from .checkpoint import load_model
-    from .train import pick_device
+    from .runtime import pick_device
 
     model, ckpt = load_model(args.checkpoint)
     data = _preprocessing(args.checkpoint, ckpt)
@@ -739,7 +741,7 @@ def _join_group(args) -> bool:
     if not hasattr(args, "dist_timeout") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     from .distributed import init_distributed
-    from .train import pick_device
+    from .runtime import pick_device
 
     init_distributed(pick_device(args.device), args.dist_timeout)
     return True

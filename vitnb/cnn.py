@@ -13,21 +13,24 @@ max-pool, so the four stages see 28 -> 28 -> 14 -> 7 -> 4 pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from .config import DictConfig
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(DictConfig):
     in_chans: int = 1
     num_classes: int = 10
     img_size: int = 28  # informational: the network accepts any size (global average pooling)
     widths: tuple[int, ...] = (64, 128, 256, 512)  # channels of the four stages (stages 2-4 halve the resolution)
     depths: tuple[int, ...] = (2, 2, 2, 2)  # basic blocks per stage: (2, 2, 2, 2) is ResNet-18
-    any_size: bool = True  # tells the trainer's shape check that only the channel count must match
+    any_size: bool = True  # recorded in checkpoints: any image size works (ResNet.any_size)
 
     def __post_init__(self) -> None:
         # a config read back from JSON or a checkpoint holds lists
@@ -38,21 +41,14 @@ class CNNConfig:
                 f"CNNConfig needs four positive stage widths and depths, got widths={self.widths}, depths={self.depths}"
             )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CNNConfig:
-        return cls(**d)
-
-    def replace(self, **changes) -> CNNConfig:
-        return CNNConfig(**{**self.to_dict(), **changes})
-
 
 class ResNet(torchvision.models.ResNet):
     """torchvision's ResNet with basic blocks, the stage widths and depths of `cfg`, a 3x3 stride-1 stem,
     no max-pool and `in_chans` input channels. Parameter names are torchvision's (conv1, layer1.0.conv1, fc)."""
 
+    kind = "resnet"
+    config_class = CNNConfig
+    any_size = True  # global average pooling: any image size works
     channels_last = True  # the trainer feeds it NHWC (channels_last) tensors, which CPUs convolve faster
 
     def __init__(self, cfg: CNNConfig | None = None, **kwargs):
@@ -76,9 +72,17 @@ class ResNet(torchvision.models.ResNet):
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = nn.Identity()
 
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
     def reset_classifier(self, num_classes: int) -> None:
         self.cfg = self.cfg.replace(num_classes=num_classes)
         self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.conv1.weight.device)
+
+    def set_input_size(self, img_size: int) -> None:
+        """Record a new image size (the network itself takes any size)."""
+        self.cfg = self.cfg.replace(img_size=img_size)
 
 
 def resnet18(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -> ResNet:
@@ -93,7 +97,7 @@ def resnet_small(in_chans: int = 1, num_classes: int = 10, img_size: int = 28) -
 
 
 @dataclass(frozen=True)
-class PixelConfig:
+class PixelConfig(DictConfig):
     in_chans: int = 1
     num_classes: int = 10
     img_size: int = 28
@@ -102,10 +106,29 @@ class PixelConfig:
 class PixelClassifier(nn.Module):
     """A linear classifier on the raw pixels (multinomial logistic regression): the floor any image model must beat."""
 
-    def __init__(self, in_chans: int = 1, num_classes: int = 10, img_size: int = 28):
+    kind = "pixels"
+    config_class = PixelConfig
+    any_size = False  # one weight per pixel
+    channels_last = False
+
+    def __init__(self, cfg: PixelConfig | None = None, **kwargs):
         super().__init__()
-        self.cfg = PixelConfig(in_chans, num_classes, img_size)  # the trainer checks the input shape against it
-        self.fc = nn.Linear(in_chans * img_size * img_size, num_classes)
+        self.cfg = cfg or PixelConfig(**kwargs)
+        self.fc = nn.Linear(self.cfg.in_chans * self.cfg.img_size**2, self.cfg.num_classes)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.cfg = self.cfg.replace(num_classes=num_classes)
+        self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.fc.weight.device)
+
+    def set_input_size(self, img_size: int) -> None:
+        raise UsageError(
+            f"a PixelClassifier has one weight per pixel of a {self.cfg.img_size}x{self.cfg.img_size} image and "
+            f"cannot take {img_size}x{img_size} images; resize the data, or train a new one"
+        )
 
     def forward(self, x):  # (B, C, H, W) -> (B, classes)
         return self.fc(x.flatten(1))

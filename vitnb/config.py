@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .errors import UsageError
+
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos", "none")
 NORM_PLACEMENTS = ("pre", "post")
@@ -13,8 +15,29 @@ STEMS = ("patch", *CONV_STEMS, "spt")
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
 
 
+class DictConfig:
+    """What every config dataclass offers (TrainConfig, ViTConfig, CNNConfig, PixelConfig): a plain dict for
+    checkpoints and JSON, built back by `from_dict`, which refuses fields it does not know."""
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints loadable with weights_only=True)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"unknown {cls.__name__} fields {sorted(unknown)}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Everything about a training run except the model and the data."""
 
     epochs: float = 10  # a fraction trains part of the last epoch (e.g. 0.1 = a tenth of the data once)
@@ -54,17 +77,9 @@ class TrainConfig:
         if not isinstance(self.eval_flip, bool):
             raise ValueError(f"TrainConfig.eval_flip must be True or False, got {self.eval_flip!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(DictConfig):
     """Hyper-parameters of a `VisionTransformer`.
 
     The first block of fields uses timm's names and defaults, so a default config is a plain timm ViT
@@ -130,22 +145,6 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
-
-    def to_dict(self) -> dict:
-        """Plain dict (for checkpoints loadable with weights_only=True)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ViTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes) -> ViTConfig:
-        """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

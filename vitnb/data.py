@@ -23,7 +23,7 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-from .checkpoint import atomic_write
+from .io import atomic_write
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (

@@ -36,6 +36,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .runtime import pick_device
+
 DEFAULT_TIMEOUT = 300.0  # seconds; $VITNB_DIST_TIMEOUT overrides it
 
 
@@ -114,8 +116,6 @@ def process_group(device: str | torch.device | None = None, timeout: float | Non
     if not launched() or dist.is_initialized():
         yield (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         return
-    from .train import pick_device  # the engine's one device rule (train imports this module at the top)
-
     rank, world_size = init_distributed(pick_device(device), timeout)
     ok = False
     try:
@@ -162,8 +162,6 @@ def fit_session(device: str | torch.device | None = None, timeout: float | None 
         return
     owner = not dist.is_initialized()
     if owner:
-        from .train import pick_device
-
         init_distributed(pick_device(device), timeout)
     try:
         yield

@@ -47,8 +47,9 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .data import as_image_dataset
+from .interface import check_data
 from .rollout import fuse_heads, gradient_rollout_matrix, readout_row, rollout_matrix, token_layout
-from .train import check_data, eval_mode, model_device
+from .runtime import eval_mode, model_device
 
 Baseline = Literal["blank", "blur"]
 Importance = Callable[..., torch.Tensor]  # (model, images, labels, **options) -> (B, h, w)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
+from .io import save_tensors
 
 MIN_MAPS, MAX_MAPS = 2, 7
 MAX_LYAPUNOV = -0.3  # keep systems whose random map products shrink by >= e^0.3 per step on average
@@ -226,7 +226,7 @@ def load_or_make_corpus(
         data = torch.load(path, weights_only=True)
         return data["images"], data["labels"]
     images, labels = make_corpus(num_classes, per_class, img_size, seed, progress)
-    save_checkpoint(path, {"images": images, "labels": labels})  # atomic, and safe from several processes at once
+    save_tensors(path, {"images": images, "labels": labels})  # atomic, and safe from several processes at once
     return images, labels
 
 

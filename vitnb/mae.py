@@ -19,12 +19,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
 from .data import BatchLoader, ImageTensorDataset
 from .encoder import Block
 from .model import VisionTransformer
 from .patches import PatchEmbed, patchify, unpatchify
 from .position import sincos_2d
-from .train import TrainConfig, eval_mode, make_optimizer, make_scheduler, pick_device, seed_everything, total_steps
+from .runtime import eval_mode, pick_device, seed_everything
+from .train import make_optimizer, make_scheduler, total_steps
 
 
 def random_masking(n: int, num_keep: int, batch: int, generator: torch.Generator | None = None, device=None):

@@ -43,6 +43,14 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.init_weights()
 
+    kind = "vit"
+    config_class = ViTConfig
+    any_size = False  # the patch grid and position embeddings fix the size: see set_input_size
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.head
+
     @property
     def channels_last(self) -> bool:
         """True for the conv stems: the trainer then feeds NHWC tensors (~10% faster steps on a CPU here)."""

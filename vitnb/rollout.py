@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .train import eval_mode
+from .runtime import eval_mode
 
 HeadFusion = Literal["mean", "max", "min"]
 Head = int | Literal["mean", "max", "rollout", "gradient rollout"]  # what `attention_map` shows

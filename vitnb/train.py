@@ -19,10 +19,7 @@ be an `ImageTensorDataset` or any map-style data set of (image tensor, int label
 from __future__ import annotations
 
 import math
-import os
-import random
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,72 +30,22 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind, save_checkpoint
-from .config import PRECISIONS, TrainConfig
+from .checkpoint import KINDS, checkpoint_header, load_checkpoint, model_kind
+from .config import TrainConfig
 from .data import BatchLoader, ImageTensorDataset, as_image_dataset
 from .distributed import fit_session, init_distributed
-
+from .interface import check_data
+from .io import save_tensors
+from .runtime import (
+    autocast,
+    eval_mode,
+    memory_format_for,
+    model_device,
+    pick_device,
+    resolve_precision,
+)
 
 # --- seeds, device and precision -----------------------------------------------------------------
-def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python's and torch's global generators; return a torch.Generator seeded the same way."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` if given (or $VITNB_DEVICE), else cuda, then mps, then cpu.
-
-    Under torchrun a bare 'cuda' means this process's own GPU, cuda:$LOCAL_RANK, so N processes on one
-    machine use N GPUs.
-    """
-    device = device or os.environ.get("VITNB_DEVICE")
-    if device:
-        device = torch.device(device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True if this CPU does bf16 matmuls in hardware (AMX or AVX512-BF16), where bf16 autocast pays off.
-
-    Without them PyTorch emulates bf16 in software, which is slower than fp32.
-    """
-    cpu = torch.cpu
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'amp' on CUDA, 'bf16' on a CPU with fast bf16, else 'fp32'. $VITNB_PRECISION overrides 'auto'."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        precision = os.environ.get("VITNB_PRECISION", "auto")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "amp"
-        return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
-    if precision == "amp" and device.type != "cuda":
-        raise ValueError(f"precision='amp' needs a CUDA device, got {device}; use 'bf16' or 'fp32'")
-    return precision
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved precision ('fp32' -> no autocast)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "amp":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
 
 
 # --- distributed ---------------------------------------------------------------------------------
@@ -111,11 +58,6 @@ def _all_sum(values: list[float], world_size: int) -> list[float]:
     return t.tolist()
 
 
-def memory_format_for(model: nn.Module) -> torch.memory_format:
-    """channels_last for models that ask for it (CNNs: faster convolutions), else the default."""
-    return torch.channels_last if getattr(model, "channels_last", False) else torch.contiguous_format
-
-
 def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
     finite = torch.isfinite(loss.detach()).all()
     if world_size > 1:
@@ -126,40 +68,6 @@ def _all_finite(loss: torch.Tensor, world_size: int) -> bool:
 
 
 # --- checks on the inputs ------------------------------------------------------------------------
-def model_input_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """(C, H, W) the model expects, or (C,) if any image size works, or None if unknown."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None:
-        return None
-    if getattr(cfg, "img_size", None) and not getattr(cfg, "any_size", False):
-        return (cfg.in_chans, cfg.img_size, cfg.img_size)
-    return (cfg.in_chans,)
-
-
-def model_num_classes(model: nn.Module) -> int | None:
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "num_classes", None)
-
-
-def check_data(model: nn.Module, dataset: ImageTensorDataset, name: str = "training set") -> None:
-    """Raise a ValueError saying what is wrong and what to do if `dataset` cannot train `model`."""
-    if dataset is None or len(dataset) == 0:
-        raise ValueError(f"the {name} is empty; check the data set name, split and --labels-per-class selection")
-    expected = model_input_shape(model)
-    got = tuple(dataset.images.shape[1:])
-    if expected is not None and got[: len(expected)] != expected:
-        raise ValueError(
-            f"the {name} has images of shape {got} (C, H, W) but the model expects {expected}; "
-            f"build the model for this data (e.g. preset('cpu', img_size={got[1]}, in_chans={got[0]})), "
-            f"call model.set_input_size({got[1]}) for another size, or resize the data"
-        )
-    num_classes = model_num_classes(model)
-    top = int(dataset.labels.max())
-    if num_classes is not None and top >= num_classes:
-        raise ValueError(
-            f"the {name} has labels up to {top} ({top + 1} classes) but the model has {num_classes} outputs; "
-            f"build it with num_classes={dataset.num_classes} or call model.reset_classifier({dataset.num_classes})"
-        )
 
 
 # --- optimisation --------------------------------------------------------------------------------
@@ -285,21 +193,6 @@ class History(list):
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run the block with `model` in eval mode, then give every submodule back the train/eval mode it had."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's parameters are (the CPU for a model without any)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def class_scores(model: nn.Module, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -358,11 +251,10 @@ def evaluate(model: nn.Module, dataset, **kwargs) -> float:
 
 # --- finetuning ----------------------------------------------------------------------------------
 def freeze_all_but_head(model: nn.Module) -> nn.Module:
-    """Linear probe: only the classifier head (`head`, or `fc` for the ResNet) stays trainable."""
-    head = model.head if hasattr(model, "head") else model.fc
+    """Linear probe: only the classifier head (`model.classifier`) stays trainable."""
     for p in model.parameters():
         p.requires_grad = False
-    for p in head.parameters():
+    for p in model.classifier.parameters():
         p.requires_grad = True
     return model
 
@@ -447,7 +339,7 @@ def check_resumable(state: dict, model: nn.Module, path: str | Path) -> None:
     """Raise a ValueError unless `state` is a run of fit for a model of exactly this kind and config."""
     kind = model_kind(model)
     try:
-        saved = KINDS[state["kind"]][0].from_dict(state["config"]).to_dict()  # defaults filled in
+        saved = KINDS[state["kind"]].config_class.from_dict(state["config"]).to_dict()  # defaults filled in
     except (TypeError, ValueError):
         saved = state["config"]
     ours = model.cfg.to_dict()
@@ -716,7 +608,7 @@ def _fit(
             if verbose and run.rank == 0:
                 bar.write(_epoch_line(record))
             if run.checkpoint is not None and run.rank == 0:
-                save_checkpoint(run.checkpoint, checkpoint_payload(run, train_set, history))
+                save_tensors(run.checkpoint, checkpoint_payload(run, train_set, history))
             for callback in callbacks:
                 callback(epoch + 1, record, model)
     if run.ema is not None:
