@@ -34,6 +34,7 @@ notebooks: data
 test: data
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check vitnb tests benchmarks tools
+	$(BIN)/lint-imports
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m "not browser"
 	VITNB_PROFILE=quick VITNB_RUNS=$(CURDIR)/runs/quick $(BIN)/python -m pytest --nbval-lax --nbval-current-env notebooks/
 	VITNB_PROFILE=quick $(BIN)/python -m pytest tests -m browser

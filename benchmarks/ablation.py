@@ -9,6 +9,12 @@ The protocol's other settings (the base model's width, crop padding, image budge
 changed for one run; `--help` lists them.
 
 Writes runs/ablation/rows.csv (one line per run), summary.csv and table.md (the notebook's table).
+
+Why a benchmark and not part of `vitnb.experiments`: the protocol, the variants and the tables live in
+`vitnb.experiments.ablation` (and `ablation_report`), which notebook 08 and this script share; this file is only
+the command line behind the tables of benchmarks/RESULTS.md, at settings the notebook does not run (more seeds,
+both regimes, another width, crops). Every measured figure in RESULTS.md comes from a script in this folder, with
+its command and conditions, and the installed package carries no entry points that write runs/.
 """
 
 import argparse
@@ -29,8 +35,8 @@ from vitnb.experiments.ablation import (
     compare,
     measure_throughput,
     run_ablation,
-    table,
 )
+from vitnb.experiments.ablation_report import table
 from vitnb.experiments.results import write_csv
 
 

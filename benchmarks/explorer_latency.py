@@ -3,9 +3,9 @@ to new PNG bytes in the picture widget (what the kernel does before the browser 
 
 Usage: .venv/bin/python benchmarks/explorer_latency.py [--updates 50] [--checkpoint PATH]
 
-The series' ViT (preset 'cpu_small': 28x28x1, patch 4, a 7x7 grid, dim 96, depth 4, average pooling) on the
-Fashion-MNIST test set. Weights barely matter for speed; notebook 06's checkpoint is used if it exists,
-else random weights. Target: a median of at most 100 ms per update.
+The series' ViT (`vitnb.config.SERIES_PRESET`) on the Fashion-MNIST test set. Weights barely matter for
+speed; notebook 06's checkpoint is used if it exists, else random weights. Target: a median of at most
+100 ms per update.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 
 import vitnb
 from vitnb.checkpoint import load_model
+from vitnb.config import SERIES_PRESET
 from vitnb.data import fashion_mnist
-from vitnb.experiments.pretraining import VIT_PRESET
 from vitnb.widgets import PREDICTED, AttentionExplorer
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "runs" / "06_finetuning" / "vit_fmnist.pt"
@@ -37,19 +37,14 @@ def time_updates(control, values) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=50, help="updates timed per control")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    args = parser.parse_args()
-    n = args.updates
-
+def build_explorer(checkpoint: Path) -> tuple[AttentionExplorer, str]:
+    """The explorer over the Fashion-MNIST test set, warmed up as a notebook leaves it; and what weights it uses."""
     vitnb.seed_everything(0)
-    if args.checkpoint.exists():
-        model, _ = load_model(args.checkpoint)
-        weights = str(args.checkpoint)
+    if checkpoint.exists():
+        model, _ = load_model(checkpoint)
+        weights = str(checkpoint)
     else:
-        model = vitnb.VisionTransformer(vitnb.preset(VIT_PRESET)).eval()
+        model = vitnb.VisionTransformer(vitnb.preset(SERIES_PRESET)).eval()
         weights = "random (no checkpoint)"
     dataset = fashion_mnist(train=False)
     # A notebook has usually run batches through the model before it opens the explorer, which leaves
@@ -61,11 +56,15 @@ def main() -> None:
     for head in ("rollout", "gradient rollout", "mean"):
         explorer.head.value = head
     explorer.image.value = 1
+    return explorer, weights
 
-    layers = explorer.layer.max + 1
+
+def time_controls(explorer: AttentionExplorer, n: int) -> dict[str, list[float]]:
+    """Milliseconds per update, `n` updates per control (and per cached / uncached case)."""
+    blocks = explorer.layer.max + 1
     heads = [value for _, value in explorer.head.options]
     results: dict[str, list[float]] = {}
-    results["layer"] = time_updates(explorer.layer, [i % layers for i in range(1, n + 1)])
+    results["block"] = time_updates(explorer.layer, [i % blocks for i in range(1, n + 1)])
     results["head (all options, cached)"] = time_updates(
         explorer.head, list(itertools.islice(itertools.cycle(heads), n))
     )
@@ -83,15 +82,26 @@ def main() -> None:
     results["image (cached)"] = time_updates(explorer.image, [i % 2 for i in range(n)])
     results["image (new: forward pass)"] = time_updates(explorer.image, range(100, 100 + n))
     explorer.head.value = "gradient rollout"
-    classes = len(dataset.classes)
+    classes = len(explorer.class_names)
     results["class (new: forward + backward)"] = time_updates(
         explorer.target, [i % classes if i % 2 else PREDICTED for i in range(n)]
     )
     explorer.target.value = PREDICTED
     results["image (new, gradient rollout shown)"] = time_updates(explorer.image, range(200, 200 + n))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=50, help="updates timed per control")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    args = parser.parse_args()
+    n = args.updates
+    explorer, weights = build_explorer(args.checkpoint)
+    results = time_controls(explorer, n)
 
     print(f"attention explorer, one update per control value; {n} updates each")
-    cfg, size = model.cfg, vitnb.num_params(model) / 1e6
+    cfg, size = explorer.model.cfg, vitnb.num_params(explorer.model) / 1e6
     print(f"model: dim {cfg.embed_dim}, depth {cfg.depth} ({size:.2f} M parameters), weights: {weights}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(f"{'control':40s} {'median ms':>10s} {'p90 ms':>8s} {'max ms':>8s}")

@@ -7,7 +7,7 @@ crossed (evaluation time excluded). It prints the CPU, the precision and the thr
 `--epochs auto` times the model for a few steps first and makes the cosine schedule as long as fits the
 budget, so that no run ends its schedule with minutes to spare or counts an epoch that ends past the budget.
 
-The default model is preset `cpu_small`, the series' plain ViT (patch 4, 7x7 tokens). The hybrid
+The default model is the series' plain ViT (`vitnb.config.SERIES_PRESET`: patch 4, 7x7 tokens). The hybrid
 (`cpu_hybrid`, a small ResNet's stages under one transformer block) runs with its own recipe:
 
     python benchmarks/fmnist_time_to_accuracy.py --seeds 0 1 2                    # the series' ViT
@@ -18,8 +18,8 @@ The default model is preset `cpu_small`, the series' plain ViT (patch 4, 7x7 tok
 Targets are stated for fp32 on a 2-core AVX2 CPU. On a CPU with AVX512, `ONEDNN_MAX_CPU_ISA=AVX2
 ATEN_CPU_CAPABILITY=avx2` restricts PyTorch to its AVX2 kernels (the script reports whether they are set).
 On another CPU, `--calibrate` times a reference ViT (patch 4, dim 128, depth 6, 4 heads, average pooling,
-batch 128, fp32), which trains at about 250 images/s on a 2-core AVX2 CPU, and scales `--max-minutes`
-by this machine's speed on it, so the budget is the same amount of work as on that CPU.
+batch 128, fp32), compares its speed with `REFERENCE_IMAGES_PER_S` on a 2-core AVX2 CPU, and scales
+`--max-minutes` by the ratio, so the budget is the same amount of work as on that CPU.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import time
 import torch
 
 from vitnb import VisionTransformer, preset, seed_everything
-from vitnb.cli import add_model_opt_argument, model_opts
-from vitnb.config import TrainConfig
+from vitnb.config import SERIES_PRESET, TrainConfig, parse_vit_changes
 from vitnb.data import fashion_mnist
 from vitnb.runtime import cpu_has_fast_bf16, memory_format_for, pick_device, resolve_precision
 from vitnb.train import fit
@@ -97,7 +96,7 @@ AUTO_EPOCHS_SHARE = 0.92
 
 def epochs_in_budget(args, num_train: int) -> float:
     """The schedule length, in epochs (one decimal, rounded down), that fills `--max-minutes` of training."""
-    model = VisionTransformer(preset(args.preset, **model_opts(args.model_opt)))
+    model = VisionTransformer(preset(args.preset, **parse_vit_changes(args.model_opt)))
     images = AUTO_EPOCHS_SHARE * 60 * args.max_minutes * training_images_per_s(model, args.batch_size)
     return math.floor(10 * images / num_train) / 10
 
@@ -118,7 +117,7 @@ def epochs_arg(text: str) -> float | str:
 def run_seed(args, seed: int, train, test) -> dict:
     """Train one model; return its per-epoch records and the first record crossing each threshold."""
     seed_everything(seed)
-    model = VisionTransformer(preset(args.preset, **model_opts(args.model_opt)))
+    model = VisionTransformer(preset(args.preset, **parse_vit_changes(args.model_opt)))
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -150,10 +149,12 @@ def run_seed(args, seed: int, train, test) -> dict:
     return {"seed": seed, "records": records, "crossed": crossed, "model": model, "cfg": cfg}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu_small", help="vitnb preset to train (default: the series' ViT)")
-    add_model_opt_argument(parser)
+    parser.add_argument("--preset", default=SERIES_PRESET, help="vitnb preset to train (default: the series' ViT)")
+    parser.add_argument(
+        "--model-opt", action="append", default=[], metavar="KEY=VALUE", help="change a ViTConfig field (repeatable)"
+    )
     parser.add_argument(
         "--epochs",
         type=epochs_arg,
@@ -180,6 +181,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_augment and args.crop_pad:
         parser.error("--no-augment turns off every augmentation, so --crop-pad would be ignored; pass one or the other")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -1,9 +1,10 @@
 """Which pretraining route helps the series' ViT most with 1% of the labels? Routes side by side, same finetuning.
 
-Pretrains the series' ViT (`cpu_small`) by the routes asked for (notebook 05's functions: a masked autoencoder on
-the Fashion-MNIST training images, labels unused; or classification of fractal categories), then finetunes every
-checkpoint on Fashion-MNIST exactly as notebook 06 does (its recipe, its label budgets and images per run, its test
-subset), beside the ViT from scratch and the small ResNet, over several seeds. Prints notebook 06's table.
+Pretrains the series' ViT (`vitnb.config.SERIES_PRESET`) by the routes asked for (notebook 05's functions: a masked
+autoencoder on the Fashion-MNIST training images, labels unused; or classification of fractal categories), then
+finetunes every checkpoint on Fashion-MNIST exactly as notebook 06 does (its recipe, its label budgets and images per
+run, its test subset), beside the ViT from scratch and the small ResNet, over several seeds. Prints notebook 06's
+table.
 
     python benchmarks/pretraining_routes.py                                   # 1% of the labels, both routes, 2 seeds
     python benchmarks/pretraining_routes.py --mae-epochs 8 --routes mae       # a longer MAE pretraining
@@ -12,6 +13,13 @@ subset), beside the ViT from scratch and the small ResNet, over several seeds. P
     python benchmarks/pretraining_routes.py --profile quick                   # seconds: tiny sizes
 
 Checkpoints go under OUT/ (default runs/pretraining_routes/), never over notebook 05's. Writes OUT/rows.csv.
+
+Why a benchmark and not part of `vitnb.experiments`: the pretraining routes, the finetuning protocol and the
+table live in `vitnb.experiments` (`pretraining`, `data_efficiency`, `data_efficiency_report`), which notebooks
+05-06 and this script share; this file is only the command line behind the pretraining-route figures of
+benchmarks/RESULTS.md, at settings the notebooks do not run (other budgets, seeds, MAE epochs and targets). Every
+measured figure in RESULTS.md comes from a script in this folder, with its command and conditions, and the
+installed package carries no entry points that write runs/.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 
 from vitnb.data import fashion_mnist
 from vitnb.experiments import data_efficiency, get_profile, pretraining
+from vitnb.experiments.data_efficiency_report import results_table
 from vitnb.experiments.results import write_csv
 
 
@@ -63,7 +72,7 @@ def main() -> None:
         if route == "mae":
             norm_pix = None if args.mae_norm_pix is None else args.mae_norm_pix == "1"
             _, history = pretraining.pretrain_mae_vit(epochs=args.mae_epochs, norm_pix_loss=norm_pix, progress=False)
-            print(f"=== MAE: final loss {history[-1]['loss']:.4f} after {time.perf_counter() - start:.0f} s")
+            print(f"=== MAE: final loss {history.final['train_loss']:.4f} after {time.perf_counter() - start:.0f} s")
         else:
             _, history, _ = pretraining.pretrain_fractal(progress=False)
             print(
@@ -81,7 +90,7 @@ def main() -> None:
         seeds = args.seeds or seeds_per_budget[k]
         rows += data_efficiency.run(methods, train, test, [(k, images_per_budget[k])], seeds=seeds, progress=False)[0]
     print(f"\nFashion-MNIST test accuracy on {len(test):,} images, notebook 06's finetuning:")
-    print(data_efficiency.results_table(rows))
+    print(results_table(rows))
     print(f"wrote {write_csv([{k: v for k, v in r.items() if k != 'history'} for r in rows], args.out / 'rows.csv')}")
 
 

@@ -1,4 +1,4 @@
-"""Launched by test_ddp.py under torchrun: train a tiny ViT with DDP and save this rank's weights."""
+"""Launched by test_ddp.py under torchrun: train a tiny ViT or MAE (argv[2]) with DDP and save this rank's weights."""
 
 import sys
 from pathlib import Path
@@ -12,8 +12,10 @@ from vitnb.distributed import process_group  # noqa: E402
 from vitnb.train import fit  # noqa: E402
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1])
-    model, data, cfg = toy_setup(batch_size=GLOBAL_BATCH // 2)
+    out, kind = Path(sys.argv[1]), sys.argv[2]
+    model, data, cfg, objective = toy_setup(GLOBAL_BATCH // 2, kind)
     with process_group("cpu") as (rank, _):  # fit runs inside it; the group is left after the last save
-        history = fit(model, data, data, cfg, checkpoint=out / "ddp.pt", progress=False, verbose=False)
+        history = fit(
+            model, data, data, cfg, checkpoint=out / "ddp.pt", progress=False, verbose=False, objective=objective
+        )
         torch.save({"model": model.state_dict(), "history": list(history)}, out / f"rank{rank}.pt")

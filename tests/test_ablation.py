@@ -7,26 +7,24 @@ import pytest
 import torch
 
 from vitnb import VisionTransformer, num_params, preset
+from vitnb.config import SERIES_PRESET
+from vitnb.errors import UsageError
 from vitnb.experiments import get_profile
 from vitnb.experiments.ablation import (
     BASE,
-    CLAIMS,
     MAIN_VARIANTS,
     VARIANTS,
     Protocol,
-    claims,
     compare,
     config_diff,
-    findings,
     measure_throughput,
     regime_data,
     run_ablation,
-    table,
     variant_source,
-    verdict,
 )
+from vitnb.experiments.ablation_report import CLAIMS, claims, findings, table, verdict
+from vitnb.experiments.figures import ablation_styles, plot_ablation, plot_ablation_curves
 from vitnb.experiments.results import write_csv
-from vitnb.plotting import ablation_styles, plot_ablation, plot_ablation_curves
 
 
 @pytest.fixture
@@ -71,7 +69,7 @@ def test_baseline_is_the_plain_vit_at_the_series_size_and_the_main_list_covers_t
         "pre",
         "patch",
     )
-    series = preset("cpu_small")
+    series = preset(SERIES_PRESET)
     assert (BASE.img_size, BASE.in_chans, BASE.num_classes, BASE.patch_size) == (28, 1, 10, 4)
     assert (BASE.embed_dim, BASE.depth, BASE.num_heads, BASE.mlp_ratio) == (
         series.embed_dim,
@@ -115,7 +113,7 @@ def test_regimes_get_the_same_training_budget(toy_fmnist):
     assert torch.bincount(small.labels, minlength=10).tolist() == [2] * 10
     again, _ = regime_data(train, "10% labels", TINY, seed=1)
     assert torch.equal(again.images, small.images)  # the 10% selection is the same for every seed
-    with pytest.raises(ValueError, match="whole number of epochs"):
+    with pytest.raises(UsageError, match="whole number of epochs"):
         regime_data(train, "10% labels", Protocol(per_class=3, budget_images=20), seed=0)
 
 

@@ -215,7 +215,7 @@ def test_attention_explorer_in_jupyterlab(lab_server, page):
     assert before[:4] == [0x89, 0x50, 0x4E, 0x47]  # a PNG
 
     # the layer slider: focus its handle and press the left arrow (the notebook leaves it at the last layer)
-    layer = explorer.locator(".widget-slider", has=page.locator("label", has_text="layer"))
+    layer = explorer.locator(".widget-slider", has=page.locator("label", has_text="block"))
     readout = layer.locator(".widget-readout")
     start = int(readout.inner_text())
     layer.locator(".noUi-handle").focus()

@@ -18,8 +18,11 @@ from vitnb.checkpoint import (
     save_model,
 )
 from vitnb.cnn import resnet18, resnet_small
+from vitnb.config import TrainConfig
+from vitnb.errors import UsageError
 from vitnb.io import atomic_write, save_tensors
-from vitnb.train import TrainConfig, fit
+from vitnb.mae import MAEConfig, MaskedAutoencoder
+from vitnb.train import fit
 
 EXPECTED = r"is not a vitnb checkpoint .*expected a file written by vitnb.save_model / fit\(checkpoint=...\)"
 
@@ -274,3 +277,24 @@ def test_every_model_kind_offers_the_interface_and_round_trips(kind, tmp_path):
     loaded, ckpt = load_model(vitnb.save_model(tmp_path / "m.pt", model))
     assert ckpt["kind"] == kind and loaded.cfg == model.cfg
     assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_a_masked_autoencoder_round_trips_and_is_not_a_classifier(tmp_path, toy):
+    from vitnb.checkpoint import KINDS, build_model, model_kind
+    from vitnb.interface import ImageClassifier
+
+    encoder = tiny_vit(class_token=False, global_pool="avg", pos_embed="sincos").cfg
+    mae = MaskedAutoencoder(MAEConfig(encoder, decoder_dim=16, decoder_depth=1, mask_ratio=0.5, norm_pix_loss=False))
+    assert model_kind(mae) == "mae" and KINDS["mae"] is MaskedAutoencoder and not isinstance(mae, ImageClassifier)
+    path = save_model(tmp_path / "mae.pt", mae, toy(8))
+    ckpt = load_checkpoint(path)
+    assert ckpt["config"]["encoder"] == encoder.to_dict() and ckpt["config"]["mask_ratio"] == 0.5
+    assert build_model(ckpt).cfg == mae.cfg
+    loaded, _ = load_model(path)
+    x, masks = torch.randn(2, 1, 8, 8), torch.Generator().manual_seed(0)
+    assert torch.equal(loaded(x, masks)[1], mae.eval()(x, torch.Generator().manual_seed(0))[1])
+    assert torch.equal(load_model(export_safetensors(path, tmp_path / "mae.safetensors"))[0].mask_token, mae.mask_token)
+    with pytest.raises(UsageError, match="not an image classifier.*load it without them"):
+        load_model(path, num_classes=3)
+    with pytest.raises(UsageError, match="holds a mae model, which predicts no classes"):
+        check_compatible(ckpt, toy(8))

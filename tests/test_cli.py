@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
-from vitnb.cli import DATASETS, build_parser, main, model_opts
-from vitnb.config import preset
+from vitnb.cli import main
+from vitnb.cli.parser import DATASETS, build_parser
+from vitnb.config import parse_vit_changes, preset
 from vitnb.data import load_dataset
+from vitnb.errors import UsageError
+from vitnb.evaluation import predict
 from vitnb.model import VisionTransformer
-from vitnb.train import predict
 
 TINY_VIT = ["--model-opt", "depth=1", "--model-opt", "embed_dim=16", "--model-opt", "num_heads=2"]
 
@@ -63,9 +65,12 @@ BAD_INPUTS = {
     "ema decay 1": (["finetune", "--ema-decay", "1"], ["--ema-decay", "must be in [0, 1)"]),
     "resume and overwrite": (["finetune", "--resume", "--overwrite"], ["--overwrite", "not allowed with", "--resume"]),
     "existing --out": (["finetune", "--out", "exists.pt"], ["exists.pt exists", "--resume", "--overwrite"]),
+    "--out a folder": (["finetune", "--out", "pets"], ["--out pets is a folder", "pets/model.pt"]),
+    "--out a run folder": (["finetune", "--out", "m.run"], ["m.run ends in .run", "m.pt"]),
     "existing --out of pretrain": (["pretrain", "--out", "exists.pt"], ["exists.pt exists", "--resume", "--overwrite"]),
     "evaluate without a checkpoint": (["evaluate"], ["the following arguments are required: --checkpoint"]),
-    "missing checkpoint": (["evaluate", "--checkpoint", "missing.pt"], ["no checkpoint at missing.pt"]),
+    "missing checkpoint": (["evaluate", "--checkpoint", "missing.pt"], ["--checkpoint", "no checkpoint at missing.pt"]),
+    "missing checkpoint to finetune": (["finetune", "--checkpoint", "gone.pt"], ["no checkpoint at gone.pt"]),
     "empty checkpoint": (["evaluate", "--checkpoint", "empty.pt"], ["empty.pt is not a vitnb checkpoint", "empty"]),
     "truncated checkpoint": (["evaluate", "--checkpoint", "truncated.pt"], ["truncated.pt is not a vitnb checkpoint"]),
     "foreign checkpoint": (["predict", "notes.txt", "--checkpoint", "notes.txt"], ["notes.txt is not a vitnb"]),
@@ -117,13 +122,13 @@ def test_a_usage_error_is_one_line_and_exit_status_2(files, capsys, argv, words)
 
 def test_missing_data_is_a_usage_error(files, capsys, monkeypatch):
     """Fashion-MNIST neither on disk nor in Debian's package nor downloadable: one line saying how to get it."""
-    import vitnb.data
+    import vitnb.data.sources
 
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(vitnb.data, "DEBIAN_FASHION_MNIST", files / "no-debian-package")
-    monkeypatch.setattr(vitnb.data.torchvision.datasets, "FashionMNIST", offline)
+    monkeypatch.setattr(vitnb.data.sources, "DEBIAN_FASHION_MNIST", files / "no-debian-package")
+    monkeypatch.setattr(vitnb.data.sources.torchvision.datasets, "FashionMNIST", offline)
     assert main(["fetch-data"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error: Fashion-MNIST is not in ")
@@ -131,10 +136,35 @@ def test_missing_data_is_a_usage_error(files, capsys, monkeypatch):
 
 
 def test_debug_shows_the_traceback(files):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at missing.pt"):
+    with pytest.raises(UsageError, match="no checkpoint at missing.pt"):
         main(["evaluate", "--checkpoint", "missing.pt", "--debug"])
-    with pytest.raises(Exception, match="--epochs: must be > 0"):
+    with pytest.raises(UsageError, match="--epochs: must be > 0"):
         main(["--debug", "finetune", "--epochs", "0"])
+    with pytest.raises(UsageError, match="abc.pt was trained on"):
+        main(["evaluate", "--checkpoint", "abc.pt", "--debug"])
+
+
+def test_an_os_error_about_a_file_the_user_named_is_one_line(files, capsys):
+    """--out below a file: the run folder cannot be made, which the error line says (file: reason)."""
+    argv = ["finetune", "--dataset", "folder:pets", *TINY_VIT, "--model-opt", "patch_size=4", "--out", "notes.txt/m.pt"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "error: notes.txt/m.run: Not a directory\n"
+    with pytest.raises(NotADirectoryError):
+        main([*argv, "--debug"])
+
+
+@pytest.mark.parametrize("error", [ValueError("boom"), RuntimeError("boom"), FileNotFoundError("boom")])
+def test_any_other_error_is_a_bug_with_its_traceback(files, capsys, monkeypatch, error):
+    """Not a usage error: an exception that is neither a UsageError nor an OSError naming a file propagates."""
+    import vitnb.checkpoint
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(vitnb.checkpoint, "export_safetensors", broken)
+    with pytest.raises(type(error), match="boom"):
+        main(["export", "--checkpoint", "abc.pt", "--out", "new.safetensors"])
+    assert "error:" not in capsys.readouterr().err
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -165,7 +195,7 @@ def test_training_defaults_are_train_configs():
     """Every TrainConfig field is a CLI option whose default is TrainConfig's own."""
     from dataclasses import fields
 
-    from vitnb.train import TrainConfig
+    from vitnb.config import TrainConfig
 
     args = build_parser().parse_args(["finetune"])
     defaults = TrainConfig()
@@ -174,14 +204,14 @@ def test_training_defaults_are_train_configs():
 
 
 def test_model_opts_cast_to_the_field_types():
-    assert model_opts(["depth=2", "mlp_ratio=2", "qkv_bias=false", "stem=conv", "init_values=none"]) == {
+    assert parse_vit_changes(["depth=2", "mlp_ratio=2", "qkv_bias=false", "stem=conv", "init_values=none"]) == {
         "depth": 2,
         "mlp_ratio": 2.0,
         "qkv_bias": False,
         "stem": "conv",
         "init_values": None,
     }
-    assert model_opts([("depth", 3)]) == {"depth": 3}
+    assert build_parser().parse_args(["finetune", "--model-opt", "depth=3"]).model_opt == ["depth=3"]
 
 
 def test_help_imports_no_torch():

@@ -1,4 +1,5 @@
-"""Data: Fashion-MNIST lookup order and safe unpacking, in-memory data sets, batched augmentation, sharded loading."""
+"""Data: Fashion-MNIST lookup order and safe unpacking, in-memory data sets, the one preprocessing path, batched
+augmentation, sharded loading."""
 
 import gzip
 import multiprocessing
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from vitnb import data
-from vitnb.data import BatchLoader, FloatImageDataset, ImageTensorDataset, as_image_dataset, crop_and_flip
+from vitnb.data import BatchLoader, FloatImageDataset, ImageTensorDataset, as_image_dataset, crop_and_flip, sources
+from vitnb.errors import UsageError
 
 
 def test_fashion_mnist_loads_real_data():
@@ -30,7 +32,7 @@ def test_fetch_prefers_the_debian_package_and_unpacks_it(tmp_path, monkeypatch):
     for name in data.FASHION_MNIST_FILES:
         with gzip.open(fake / name, "wb") as f:
             f.write(name.encode())
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", fake)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", fake)
     root = data.fetch_fashion_mnist(tmp_path / "data")
     raw = root / "FashionMNIST" / "raw"
     assert (raw / "train-images-idx3-ubyte").read_bytes() == b"train-images-idx3-ubyte.gz"
@@ -39,7 +41,7 @@ def test_fetch_prefers_the_debian_package_and_unpacks_it(tmp_path, monkeypatch):
 
 def _unpack(debian: str, root: str, start: multiprocessing.Barrier) -> None:
     """One of several processes preparing Fashion-MNIST at the same moment (as under torchrun)."""
-    data.DEBIAN_FASHION_MNIST = Path(debian)
+    sources.DEBIAN_FASHION_MNIST = Path(debian)
     start.wait()
     data.fetch_fashion_mnist(Path(root))
 
@@ -66,9 +68,9 @@ def test_processes_unpacking_at_once_do_not_collide(tmp_path):
 
 
 def test_missing_data_names_both_ways_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
-    monkeypatch.setattr(data.torchvision.datasets, "FashionMNIST", _offline_fashion_mnist)
-    with pytest.raises(RuntimeError, match="apt-get install dataset-fashion-mnist.*internet access"):
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setattr(sources.torchvision.datasets, "FashionMNIST", _offline_fashion_mnist)
+    with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist.*internet access"):
         data.fetch_fashion_mnist(tmp_path / "data")
 
 
@@ -77,11 +79,11 @@ def _offline_fashion_mnist(*args, **kwargs):
 
 
 def test_dataset_validates_its_input():
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(UsageError, match="uint8"):
         ImageTensorDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2), ["a"], (0.5,), (0.5,))
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+    with pytest.raises(UsageError, match=r"labels must lie in \[0, 2\)"):
         ImageTensorDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 2]), ["a", "b"], (0.5,), (0.5,))
-    with pytest.raises(ValueError, match="expected 2 labels"):
+    with pytest.raises(UsageError, match="expected 2 labels"):
         ImageTensorDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0]), ["a"], (0.5,), (0.5,))
 
 
@@ -91,9 +93,9 @@ def test_per_class_subset_is_balanced_seeded_and_strict(toy):
     assert torch.equal(a.labels.bincount(), torch.full((4,), 3))
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert ds.per_class_subset(None) is ds
-    with pytest.raises(ValueError, match="fewer than per_class=11"):
+    with pytest.raises(UsageError, match="fewer than per_class=11"):
         ds.per_class_subset(11)
-    with pytest.raises(ValueError, match="per_class must be a positive int .* got 0"):
+    with pytest.raises(UsageError, match="per_class must be a positive int .* got 0"):
         ds.per_class_subset(0)
 
 
@@ -143,7 +145,7 @@ def test_other_data_sets_are_read_once_with_their_class_names():
     ds = as_image_dataset(Named())
     assert ds.classes == ["zero", "one"] and torch.equal(ds.labels, torch.tensor([0, 1, 0]))
     assert torch.equal(ds.images[:, 0, 0, 0], torch.tensor([0.0, 1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"images differ in shape \(\(1, 4, 4\), \(1, 5, 5\), ...\)"):
+    with pytest.raises(UsageError, match=r"images differ in shape \(\(1, 4, 4\), \(1, 5, 5\), ...\)"):
         as_image_dataset([(torch.zeros(1, 4, 4), 0), (torch.zeros(1, 5, 5), 1)])
 
 
@@ -216,9 +218,17 @@ def test_load_dataset_names_the_set_it_loaded(tmp_path):
     assert ds.name == f"folder:{tmp_path}" and ds.classes == ["cat", "dog"] and ds.meta()["image_shape"] == [3, 5, 5]
 
 
-def test_unknown_dataset_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown data set 'mnist3d'"):
+def test_unknown_dataset_name_is_a_clear_error(tmp_path):
+    with pytest.raises(UsageError, match="unknown data set 'mnist3d'"):
         data.load_dataset("mnist3d")
+    with pytest.raises(UsageError, match="image folder .* does not exist"):
+        data.load_dataset(f"folder:{tmp_path / 'nowhere'}")
+    with pytest.raises(UsageError, match=f"cannot load the image folder {tmp_path}"):
+        data.load_dataset(f"folder:{tmp_path}")  # no class folders
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "1.png").write_text("not an image")
+    with pytest.raises(UsageError, match=f"cannot load the image folder {tmp_path}"):
+        data.load_dataset(f"folder:{tmp_path}")
 
 
 def test_resized_keeps_labels_classes_and_brightness(toy):
@@ -227,3 +237,51 @@ def test_resized_keeps_labels_classes_and_brightness(toy):
     assert big.images.shape == (8, 1, 16, 16) and big.images.dtype == torch.uint8
     assert torch.equal(big.labels, data.labels) and big.classes == data.classes and big.mean == data.mean
     assert abs(big.images.float().mean() - data.images.float().mean()) < 2  # a resize, not a crop or a rescale
+
+
+def test_resized_is_the_resize_of_a_plain_square_image(toy):
+    """`resized` goes through `image_transform`; on square images that is torchvision's antialiased resize."""
+    from torchvision.transforms import v2
+
+    images = toy(n=4, size=28).images
+    for size in (12, 32):
+        assert torch.equal(data.image_transform(size=size)(images), v2.functional.resize(images, [size, size]))
+
+
+def test_fashion_mnist_by_name_takes_an_image_size():
+    ds = data.load_dataset("fashion_mnist", train=False, img_size=32)
+    assert ds.image_shape == (1, 32, 32) and torch.equal(
+        ds.images[:5], data.fashion_mnist(False).resized(32).images[:5]
+    )
+
+
+def test_image_transform_converts_resizes_and_centre_crops():
+    from PIL import Image
+
+    rgb = torch.randint(0, 256, (3, 10, 16), dtype=torch.uint8)
+    gray = data.image_transform(channels=1, size=8)(rgb)
+    assert gray.shape == (1, 8, 8) and gray.dtype == torch.uint8  # shorter side 10 -> 8, then the middle 8 columns
+    assert data.image_transform(channels=3)(torch.zeros(1, 5, 5, dtype=torch.uint8)).shape == (3, 5, 5)
+    assert data.image_transform(size=(4, 6))(Image.new("L", (12, 12))).shape == (1, 4, 6)
+    with pytest.raises(UsageError, match="1 \\(grayscale\\) or 3 \\(RGB\\) channels, not 2"):
+        data.image_transform(channels=2)
+
+
+def test_preprocess_prepares_images_as_the_record_says(toy, tmp_path):
+    """Image files of any size and mode, prepared like a data set's images: its channels, size, mean, std, classes."""
+    from PIL import Image
+
+    record = ImageTensorDataset(toy(3, size=6).images, [0, 1, 2], ["a", "b", "c"], (0.5,), (0.25,)).meta()
+    Image.new("RGB", (9, 12), (200, 100, 0)).save(tmp_path / "x.png")
+    Image.new("L", (6, 6), 50).save(tmp_path / "y.png")
+    batch = data.preprocess([data.read_image(tmp_path / "x.png"), data.read_image(tmp_path / "y.png")], record)
+    assert batch.meta() == record and batch.images.shape == (2, 1, 6, 6) and type(batch.images) is torch.Tensor
+    assert torch.equal(batch.labels, torch.zeros(2, dtype=torch.int64))
+    assert (batch.images[1].int() - 50).abs().max() <= 1  # gray -> RGB (read_image) -> gray
+    same = data.preprocess(batch.images, record, batch.labels, ["p", "q", "r"], name="again")
+    assert torch.equal(same.images, batch.images) and same.classes == ["p", "q", "r"] and same.name == "again"
+    with pytest.raises(UsageError, match="no image file"):
+        data.read_image(tmp_path / "z.png")
+    (tmp_path / "notes.png").write_text("text")
+    with pytest.raises(UsageError, match="not an image file PIL can read"):
+        data.read_image(tmp_path / "notes.png")

@@ -23,7 +23,7 @@ from vitnb.data import DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES, data_root
 
 REPEATS = int(os.environ.get("VITNB_DDP_REPEATS", "10"))  # clean exits asked of the 2-process run
 CONCURRENT = 2  # runs at a time: the machine is loaded, as it is when the bug shows
-FAIL_WITHIN = 60.0  # seconds: a run with a failed rank must have ended by then (it takes about 6 s)
+FAIL_WITHIN = 60.0  # seconds: a run with a failed rank must have ended by then
 TIMEOUT = 5.0  # --dist-timeout of the run in which a rank never comes (the others' wait for it)
 ARGS = [
     "-m", "vitnb", "finetune", "--dataset", "fashion_mnist", "--labels-per-class", "20", "--val-per-class", "5",

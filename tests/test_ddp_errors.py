@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 from vitnb import distributed
 from vitnb.cli import main
+from vitnb.errors import UsageError
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_the_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("VITNB_DIST_TIMEOUT", "12.5")
     assert distributed.default_timeout() == 12.5
     monkeypatch.setenv("VITNB_DIST_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="VITNB_DIST_TIMEOUT must be a number of seconds > 0, got 'soon'"):
+    with pytest.raises(UsageError, match="VITNB_DIST_TIMEOUT must be a number of seconds > 0, got 'soon'"):
         distributed.default_timeout()
 
 

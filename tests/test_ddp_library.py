@@ -17,7 +17,7 @@ from test_ddp import toy_setup
 from vitnb.train import fit
 
 for i in range(2):
-    model, data, cfg = toy_setup(batch_size=8)
+    model, data, cfg, _ = toy_setup(batch_size=8)
     history = fit(model, data, data, cfg, progress=False, verbose=False)
     print(f"fit {{i}}: rank {{dist.get_rank()}}, loss {{history.final['train_loss']:.6f}}", flush=True)
 if dist.get_rank() == 0:

@@ -16,18 +16,16 @@ from torch import nn
 import vitnb
 from vitnb import preset
 from vitnb.checkpoint import load_checkpoint, save_model
+from vitnb.config import SERIES_PRESET
+from vitnb.errors import UsageError
 from vitnb.experiments import data_efficiency, get_profile, paths, pretraining
-from vitnb.experiments.data_efficiency import make_model, results_table, translation_robustness
+from vitnb.experiments.data_efficiency import make_model, translation_robustness
+from vitnb.experiments.data_efficiency_report import findings, results_table
+from vitnb.experiments.figures import plot_data_efficiency, plot_learning_curves, plot_translation
 from vitnb.experiments.pretraining import from_pretrained, train_val_split
 from vitnb.experiments.results import markdown_table, summarize, write_csv
 from vitnb.patches import place_on_canvas
-from vitnb.plotting import (
-    plot_class_samples,
-    plot_data_efficiency,
-    plot_learning_curves,
-    plot_reconstructions,
-    plot_translation,
-)
+from vitnb.plotting import plot_class_samples, plot_reconstructions
 from vitnb.train import TrainConfig, fit
 
 PACKAGE = Path(vitnb.__file__).parent
@@ -102,7 +100,7 @@ def test_profiles(monkeypatch):
     assert get_profile("full").nb05_corpus_classes == 1000
     monkeypatch.setenv("VITNB_PROFILE", "quick")
     assert repr(get_profile()) == "Profile('quick')"
-    with pytest.raises(ValueError, match="'quick' or 'full', got 'medium'"):
+    with pytest.raises(UsageError, match="'quick' or 'full', got 'medium'"):
         get_profile("medium")
     with pytest.raises(AttributeError, match="no setting 'nope'"):
         getattr(get_profile("full"), "nope")  # noqa: B009 (the attribute access is the test)
@@ -110,8 +108,18 @@ def test_profiles(monkeypatch):
 
 def test_run_paths_follow_vitnb_runs(monkeypatch, tmp_path):
     monkeypatch.delenv("VITNB_RUNS", raising=False)
-    assert paths.runs_root() == PACKAGE.parent  # the checkout the tests run from
-    assert paths.run_path(paths.FMNIST_VIT_PATH) == PACKAGE.parent / "runs/06_finetuning/vit_fmnist.pt"
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").touch()
+    for cwd in (project, project / "notebooks"):  # the project's root (benchmarks) and a notebook's folder agree
+        monkeypatch.chdir(cwd)
+        assert paths.runs_root() == project
+        assert paths.run_path(paths.FMNIST_VIT_PATH) == project / "runs/06_finetuning/vit_fmnist.pt"
+    outside = tmp_path / "outside"  # no pyproject.toml above: the working directory
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert paths.runs_root() == outside
+    assert paths.project_root(project / "notebooks") == project
     monkeypatch.setenv("VITNB_RUNS", str(tmp_path / "elsewhere"))
     assert paths.runs_root() == tmp_path
     assert paths.run_path("runs/05_pretraining/x.pt") == tmp_path / "elsewhere/05_pretraining/x.pt"
@@ -122,6 +130,7 @@ def test_run_paths_follow_vitnb_runs(monkeypatch, tmp_path):
 # --- summaries, tables, CSV ------------------------------------------------------------------------
 RUNS = [
     {"method": "ViT", "labels_per_class": 10, "fraction": 0.1, "seed": s, "test_acc": a, "train_time": t}
+    | {"batch_size": 128}
     for s, a, t in ((0, 0.60, 10.0), (1, 0.70, 20.0), (2, 0.80, 30.0))
 ]
 
@@ -135,15 +144,15 @@ def test_summarize_gives_mean_min_max_n_per_group():
     assert (cnn["method"], cnn["n"], cnn["mean"], cnn["train_time"]) == ("CNN", 2, 0.5, 4.0)
     (by_seed,) = summarize(RUNS[:1], by=("seed",), metric="train_time")
     assert by_seed == {"seed": 0, "n": 1, "mean": 10.0, "min": 10.0, "max": 10.0}
-    with pytest.raises(ValueError, match=r"no key\(s\) \['regime'\]"):
+    with pytest.raises(UsageError, match=r"no key\(s\) \['regime'\]"):
         summarize(RUNS, by=("regime",))
-    with pytest.raises(ValueError, match="no rows"):
+    with pytest.raises(UsageError, match="no rows"):
         summarize([], by=("method",))
 
 
 def test_markdown_table_and_csv(tmp_path):
     assert markdown_table(["a", "b"], [[1, "x"], [2.5, ""]]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 |  |"
-    with pytest.raises(ValueError, match="every row needs 2 cells"):
+    with pytest.raises(UsageError, match="every row needs 2 cells"):
         markdown_table(["a", "b"], [[1]])
     path = write_csv([{"a": 1, "b": [1, 2]}, {"a": 2, "c": "z"}], tmp_path / "sub" / "t.csv")
     assert path.read_text().splitlines() == ["a,b,c", "1,1;2,", "2,,z"]
@@ -159,6 +168,7 @@ def test_results_table_one_line_per_method_one_column_per_budget():
             "test_acc": 0.5,
             "train_time": 3.0 * k,
             "images_per_s": 640.0 if m == "ViT" else 320.0,
+            "batch_size": 128,
         }
         for m in ("ViT", "ResNet")
         for k in (1, 10)
@@ -190,7 +200,7 @@ def test_results_table_over_seeds_shows_the_range():
 def test_curve_steps_double_up_to_the_end_of_the_run():
     assert data_efficiency.curve_steps(600, 8) == [5, 9, 19, 38, 75, 150, 300, 600]
     assert data_efficiency.curve_steps(3, 8) == [1, 2, 3]  # a short run: fewer points, never step 0
-    with pytest.raises(ValueError, match="total >= 1 steps and points >= 1"):
+    with pytest.raises(UsageError, match="total >= 1 steps and points >= 1"):
         data_efficiency.curve_steps(0, 8)
 
 
@@ -205,6 +215,7 @@ def curve_row(method, k, seed, curve, acc=None):
         "test_acc": acc,
         "train_time": 1.0,
         "images_per_s": 100.0,
+        "batch_size": 128,
         "curve": curve,
     }
 
@@ -219,7 +230,7 @@ def test_still_rising_flags_a_cell_whose_last_doubling_added_a_point():
     gains = data_efficiency.last_doubling_gain(rows)
     assert gains[("flat", 1)] == pytest.approx(0.0075) and gains[("rising", 1)] == pytest.approx(0.01)
     assert data_efficiency.still_rising(rows) == {("rising", 1)}
-    with pytest.raises(ValueError, match="has no learning curve; pass curve_test"):
+    with pytest.raises(UsageError, match="has no learning curve; pass curve_test"):
         data_efficiency.last_doubling_gain([{**rows[0], "curve": []}])
 
 
@@ -240,7 +251,7 @@ def test_findings_are_written_from_the_numbers():
                 )
                 rows.append({**row, "images_per_s": 100.0 if name.startswith("ViT") else 125.0})
     robustness = {"ViT from scratch": [0.80, 0.70, 0.60, 0.55, 0.50], "small ResNet": [0.88, 0.80, 0.50, 0.30, 0.30]}
-    text = data_efficiency.findings(rows, robustness, data_efficiency.still_rising(rows))
+    text = findings(rows, robustness, data_efficiency.still_rising(rows))
     assert "**Plateaus.** At 100% of the labels every curve had flattened (the last doubling of images added at" in text
     assert "Still rising when their budget ended: ViT from scratch at 1% (+7.0 points)." in text
     assert (
@@ -259,7 +270,7 @@ def test_findings_are_written_from_the_numbers():
     assert "The ResNet is worst at a shift of 3 pixels (30.0%) and stays low at 4 (30.0%)" in text
     assert "costs the ViT 5.0 points against its score on the plain test images (85.0%)" in text
     flat = [{**r, "curve": [(100, r["test_acc"]), (200, r["test_acc"])]} for r in rows]  # no cell rising
-    assert "No curve was still rising when its budget ended." in data_efficiency.findings(flat, robustness, set())
+    assert "No curve was still rising when its budget ended." in findings(flat, robustness, set())
     assert "A ViT step takes 25% longer than a ResNet step of the same batch (1280 ms against 1024 ms" in text
 
 
@@ -324,9 +335,9 @@ def test_pretrain_mae_vit_saves_an_encoder_that_loads_into_a_classifier(tmp_path
     monkeypatch.setenv("VITNB_PROFILE", "quick")  # 30 images per class, one epoch
     monkeypatch.setattr(pretraining, "fashion_mnist", lambda train: toy(n=400, size=28, classes=10))
     mae, history = pretraining.pretrain_mae_vit(tmp_path / "mae.pt", progress=False)
-    assert len(history) == 1 and math.isfinite(history[0]["loss"]) and mae.mask_ratio == 0.75
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"]) and mae.mask_ratio == 0.75
     ckpt = load_checkpoint(tmp_path / "mae.pt")
-    assert ckpt["route"] == "mae" and ckpt["config"] == preset(pretraining.VIT_PRESET).to_dict()
+    assert ckpt["route"] == "mae" and ckpt["config"] == preset(SERIES_PRESET).to_dict()
     for key, value in mae.encoder.state_dict().items():
         assert torch.equal(ckpt["model"][key], value), key
     model = from_pretrained(tmp_path / "mae.pt", num_classes=3)
@@ -341,7 +352,7 @@ def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, 
     model = data_efficiency.load_or_train_fmnist_vit(path, verbose=False)
     ckpt = load_checkpoint(path)
     assert (ckpt["profile"], ckpt["stand_in"], ckpt["epochs"]) == ("quick", True, 1)
-    assert ckpt["config"] == preset(pretraining.VIT_PRESET).to_dict() and not model.training
+    assert ckpt["config"] == preset(SERIES_PRESET).to_dict() and not model.training
     again = data_efficiency.load_or_train_fmnist_vit(path)
     assert capsys.readouterr().out.startswith(f"loaded {path} (test accuracy ")
     x = torch.randn(2, 1, 28, 28)
@@ -351,13 +362,13 @@ def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, 
 def test_make_model_builds_every_method(tmp_path, monkeypatch):
     save_model(tmp_path / "pre.pt", tiny_vit(size=28, classes=5))
     monkeypatch.setattr(data_efficiency, "load_or_pretrain", lambda route: tmp_path / "pre.pt")
-    assert make_model("vit_scratch", 7).cfg == preset(pretraining.VIT_PRESET, num_classes=7)
+    assert make_model("vit_scratch", 7).cfg == preset(SERIES_PRESET, num_classes=7)
     mae = make_model("vit_mae", 10)
     assert mae.head.out_features == 10 and mae.training and mae.blocks[0].attn.qkv.weight.requires_grad
     assert mae.cfg.embed_dim == 24  # the checkpoint's model, not a new one
     assert make_model("resnet_small", 3).fc.out_features == 3 and make_model("resnet18", 3).fc.in_features == 512
     assert make_model("pixels", 4)(torch.zeros(2, 1, 28, 28)).shape == (2, 4)
-    with pytest.raises(ValueError, match="unknown model 'vit'; choose from"):
+    with pytest.raises(UsageError, match="unknown model 'vit'; choose from"):
         make_model("vit")
 
 
@@ -385,8 +396,9 @@ def test_data_efficiency_runs_every_method_at_every_budget_on_the_same_images(to
     assert [r["images"] for r in rows] == [16] * 4 and all(r["images_per_s"] > 0 for r in rows)
     assert list(kept) == [("floor", 4)] and not kept[("floor", 4)].training
     assert [(s["labels_per_class"], s["n"]) for s in data_efficiency.summary(rows)] == [(2, 2), (4, 2)]
-    table = data_efficiency.results_table(rows)
+    table = results_table(rows)
     assert table.splitlines()[0].startswith("| method | 20% (2/class, 16 images) | 40% (4/class, 16 images) |")
+    assert "| per step of 4 |" in table.splitlines()[0]  # the runs' batch
     assert "seeds per cell: 2" in table
 
 
@@ -415,7 +427,7 @@ def test_place_on_canvas_never_crops():
     x = torch.arange(1, 5.0).reshape(1, 1, 2, 2)
     canvas = place_on_canvas(x, 2, 1, 2)
     assert canvas.shape == (1, 1, 4, 4) and canvas.sum() == x.sum() and torch.equal(canvas[..., 2:4, 1:3], x)
-    with pytest.raises(ValueError, match=r"offset \(3, 0\) must lie in 0..pad=2"):
+    with pytest.raises(UsageError, match=r"offset \(3, 0\) must lie in 0..pad=2"):
         place_on_canvas(x, 2, 3, 0)
 
 
@@ -450,7 +462,7 @@ def test_experiment_figures(toy):
     assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx([90, 80, 70])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2\n(one patch)"]
     plt.close(fig)
-    with pytest.raises(ValueError, match=r"one accuracy per shift, got lengths \[2, 3\]"):
+    with pytest.raises(UsageError, match=r"one accuracy per shift, got lengths \[2, 3\]"):
         plot_translation({"a": [0.9, 0.8], "b": [0.7, 0.7, 0.7]})
 
 
@@ -461,7 +473,7 @@ def test_reconstruction_grid_shares_one_grey_scale():
     both = torch.cat([images, faint])
     assert {im.get_clim() for ax in fig.axes for im in ax.get_images()} == {(both.min().item(), both.max().item())}
     plt.close(fig)
-    with pytest.raises(ValueError, match="one shape"):
+    with pytest.raises(UsageError, match="one shape"):
         plot_reconstructions({"a": images, "b": images[:2]})
 
 

@@ -1,4 +1,5 @@
-"""Faithfulness of importance maps: the maps, deletion and insertion curves, their areas, the table and figure.
+"""Faithfulness of importance maps: the maps (`vitnb.importance`), deletion and insertion curves, their areas, the
+table and figure, and the chance-level test.
 
 The central model, `one_patch_vit`, is a genuine `VisionTransformer` whose weights make its decision a
 function of one known patch: its answers are known exactly, so the curves and orders can be checked.
@@ -13,17 +14,19 @@ import torch
 from helpers import MAPS_VIT, tiny_vit
 from matplotlib.colors import to_hex
 
-from vitnb import VisionTransformer, ViTConfig
+from vitnb import VisionTransformer, ViTConfig, maps
 from vitnb import faithfulness as fa
+from vitnb import importance as im
 from vitnb import rollout as ro
+from vitnb.errors import UsageError
 from vitnb.plotting import METHOD_COLORS, plot_deletion_insertion
 
 GRID = 3  # 3x3 patches of 2x2 pixels
 KEY = 7  # the patch the one-patch model looks at: row 2, column 1 (not first, not central)
 MAPS = ["raw attention", "rollout", "gradient rollout", "gradient x (input - canvas)", "integrated gradients"]
 GRADIENT_MAPS = {
-    "gradient x (input - canvas)": fa.gradient_input_importance,
-    "integrated gradients": fa.integrated_gradients_importance,
+    "gradient x (input - canvas)": im.gradient_input_importance,
+    "integrated gradients": im.integrated_gradients_importance,
 }
 
 
@@ -87,7 +90,7 @@ POOLS = [dict(), dict(class_token=False, global_pool="avg", pos_embed="sincos")]
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a busy CPU waiting for them costs seconds."""
-    with ro.single_thread():
+    with maps.single_thread():
         yield
 
 
@@ -109,7 +112,7 @@ def test_one_patch_model_depends_on_that_patch_only():
 def test_maps_rank_the_deciding_patch_first(method):
     model = one_patch_vit()
     images, labels = one_patch_images()
-    scores = fa.importance(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
+    scores = im.importance_map(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
     assert scores.shape == (6, GRID * GRID)
     assert scores.argmax(dim=1).tolist() == [KEY] * 6
     others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
@@ -122,10 +125,10 @@ def test_maps_see_only_evidence_for_the_class():
     other patch: against the canvas, patch KEY lowers that class's logit."""
     model = one_patch_vit()
     images, labels = one_patch_images()
-    against = fa.gradient_rollout_importance(model, images, 1 - labels).flatten(1)
+    against = im.gradient_rollout_importance(model, images, 1 - labels).flatten(1)
     assert against[:, KEY].eq(0).all() and against.abs().max() < 1e-20
     for method in GRADIENT_MAPS:
-        scores = fa.importance(method, model, images, 1 - labels, canvas=torch.zeros_like(images)).flatten(1)
+        scores = im.importance_map(method, model, images, 1 - labels, canvas=torch.zeros_like(images)).flatten(1)
         assert scores.argmin(dim=1).tolist() == [KEY] * 6 and (scores[:, KEY] < -1).all(), method
 
 
@@ -174,11 +177,11 @@ def test_average_pooled_one_patch_model_is_explained_by_that_patch():
     assert (clean > 0.99).all()
     torch.testing.assert_close(probability(model, scrambled, labels), clean, atol=1e-4, rtol=0)
     for method in MAPS:
-        scores = fa.importance(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
+        scores = im.importance_map(method, model, images, labels, canvas=torch.zeros_like(images)).flatten(1)  # (B, 9)
         others = torch.cat([scores[:, :KEY], scores[:, KEY + 1 :]], dim=1)
         assert scores.argmax(dim=1).tolist() == [KEY] * 6, method
         assert (scores[:, KEY] > 2 * others.abs().max(dim=1).values).all(), method
-    scores = fa.gradient_rollout_importance(model, images, labels)
+    scores = im.gradient_rollout_importance(model, images, labels)
     curves, _ = fa.perturbation_curve(model, images, labels, scores, "deletion", k=1)
     torch.testing.assert_close(curves[:, 0], clean)
     torch.testing.assert_close(curves[:, 1:], torch.full((6, 9), 0.5), atol=1e-6, rtol=0)
@@ -187,7 +190,7 @@ def test_average_pooled_one_patch_model_is_explained_by_that_patch():
 def test_deletion_drops_at_step_one_to_the_blank_probability():
     model = one_patch_vit()
     images, labels = one_patch_images()
-    scores = fa.gradient_rollout_importance(model, images, labels)
+    scores = im.gradient_rollout_importance(model, images, labels)
     curves, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=1, baseline="blank", blank=0.0)
     assert curves.shape == (6, 10)
     torch.testing.assert_close(x, torch.arange(10, dtype=torch.float64) / 9)
@@ -204,7 +207,7 @@ def test_worst_order_keeps_the_probability_until_the_last_step():
     model = one_patch_vit()
     images, labels = one_patch_images()
     curves, _ = fa.perturbation_curve(
-        model, images, labels, -fa.gradient_input_importance(model, images, labels, canvas=0 * images), "deletion", k=2
+        model, images, labels, -im.gradient_input_importance(model, images, labels, canvas=0 * images), "deletion", k=2
     )
     assert curves.shape == (6, 6)  # 0, 2, 4, 6, 8, 9 patches deleted
     torch.testing.assert_close(curves[:, :5], probability(model, images, labels)[:, None].expand(6, 5))
@@ -220,7 +223,7 @@ def test_random_order_area_matches_chance_on_the_one_patch_model():
     image, label = one_patch_images(1)
     n = 400
     images, labels = image.expand(n, -1, -1, -1), label.expand(n)
-    scores = fa.random_importance(model, images, labels, generator=torch.Generator().manual_seed(1))
+    scores = im.random_importance(model, images, labels, generator=torch.Generator().manual_seed(1))
     curves, x = fa.perturbation_curve(model, images, labels, scores, "deletion")
     [row] = fa.faithfulness_summary({"random": {"deletion": curves, "insertion": curves}}, x)
     p_clean, p_blank, big_n = probability(model, image, label).item(), 0.5, GRID * GRID
@@ -231,20 +234,20 @@ def test_random_order_area_matches_chance_on_the_one_patch_model():
     assert row["deletion_auc_sem"] == pytest.approx(row["deletion_auc_std"] / math.sqrt(n))
 
 
-@pytest.mark.parametrize("kind", ["deletion", "insertion"])
-def test_random_order_area_matches_the_mean_over_all_orders(kind):
+@pytest.mark.parametrize("curve", ["deletion", "insertion"])
+def test_random_order_area_matches_the_mean_over_all_orders(curve):
     """On a 2x2 grid, the mean area over all 24 orders, each computed exactly, is what chance gives."""
     model = maps_vit(size=4)
     image, label = torch.randn(1, 1, 4, 4), torch.tensor([1])
     orders = torch.tensor(list(itertools.permutations(range(4))))  # (24, 4): patch ids, first first
     every_order = torch.empty(24, 4).scatter_(1, orders, torch.tensor([4.0, 3, 2, 1]).expand(24, 4))
-    exact, x = fa.perturbation_curve(model, image.expand(24, -1, -1, -1), label.expand(24), every_order, kind)
+    exact, x = fa.perturbation_curve(model, image.expand(24, -1, -1, -1), label.expand(24), every_order, curve)
     chance = fa.area_under_curve(exact, x).mean().item()
     n = 600
-    scores = fa.random_importance(
+    scores = im.random_importance(
         model, image.expand(n, -1, -1, -1), label.expand(n), generator=torch.Generator().manual_seed(0)
     )
-    curves, x = fa.perturbation_curve(model, image.expand(n, -1, -1, -1), label.expand(n), scores, kind)
+    curves, x = fa.perturbation_curve(model, image.expand(n, -1, -1, -1), label.expand(n), scores, curve)
     areas = fa.area_under_curve(curves, x)  # (n,)
     sem = areas.std().item() / math.sqrt(n)
     assert abs(areas.mean().item() - chance) < 2 * sem
@@ -255,10 +258,10 @@ def test_random_order_area_matches_the_mean_over_all_orders(kind):
 
 def test_random_order_is_seeded():
     model, images = maps_vit(), torch.randn(3, 1, 8, 8)
-    first = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
-    again = fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(5))
+    first = im.importance_map("random", model, images, None, generator=torch.Generator().manual_seed(5))
+    again = im.importance_map("random", model, images, None, generator=torch.Generator().manual_seed(5))
     assert first.shape == (3, 4, 4) and first.equal(again)
-    assert not first.equal(fa.importance("random", model, images, None, generator=torch.Generator().manual_seed(6)))
+    assert not first.equal(im.importance_map("random", model, images, None, generator=torch.Generator().manual_seed(6)))
 
 
 # --- 3. the ends of the curves --------------------------------------------------------------------------
@@ -271,7 +274,7 @@ def test_curve_ends_are_the_clean_image_and_the_canvas(pool, baseline, k):
     blank = [-0.5, 0.2, 1.0]  # normalised black of a three-channel data set
     canvas = fa.baseline_canvas(images, baseline, blank=blank, sigma=2)
     torch.testing.assert_close(fa.curve_canvas(model, images, baseline, blank=blank), canvas)
-    scores = fa.gradient_input_importance(model, images, labels, canvas=canvas)
+    scores = im.gradient_input_importance(model, images, labels, canvas=canvas)
     deleted, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=k, baseline=baseline, blank=blank)
     inserted, _ = fa.perturbation_curve(model, images, labels, scores, "insertion", k=k, baseline=baseline, blank=blank)
     assert deleted.shape == inserted.shape == (4, math.ceil(16 / k) + 1) and x[-1] == 1.0
@@ -291,12 +294,12 @@ def test_shared_ends_give_the_same_curves(pool, baseline):
     canvas = fa.baseline_canvas(images, baseline, blank=-0.4, sigma=2)
     torch.testing.assert_close(ends[0], probability(model, images, labels))
     torch.testing.assert_close(ends[1], probability(model, canvas, labels))
-    scores = fa.gradient_input_importance(model, images, labels, canvas=canvas)
-    for kind in ("deletion", "insertion"):
+    scores = im.gradient_input_importance(model, images, labels, canvas=canvas)
+    for curve in ("deletion", "insertion"):
         for k in (1, 5, 16):
             options = dict(k=k, baseline=baseline, blank=-0.4)
-            computed, x = fa.perturbation_curve(model, images, labels, scores, kind, **options)
-            shared, x_shared = fa.perturbation_curve(model, images, labels, scores, kind, ends=ends, **options)
+            computed, x = fa.perturbation_curve(model, images, labels, scores, curve, **options)
+            shared, x_shared = fa.perturbation_curve(model, images, labels, scores, curve, ends=ends, **options)
             torch.testing.assert_close(shared, computed, atol=1e-6, rtol=0)
             assert x_shared.equal(x)
     swapped = (ends[1], ends[0])  # the ends really are read from `ends`
@@ -314,9 +317,9 @@ def test_baseline_canvases():
     assert blurred.std() < 0.5 * images.std()  # the patch-scale detail is gone
     constant = torch.full((1, 1, 8, 8), 0.7)
     torch.testing.assert_close(fa.baseline_canvas(constant, "blur", sigma=4), constant)  # the kernel is cut to fit
-    with pytest.raises(ValueError, match="baseline must be 'blank' or 'blur'"):
+    with pytest.raises(UsageError, match="baseline must be 'blank' or 'blur'"):
         fa.baseline_canvas(images, "noise")
-    with pytest.raises(ValueError, match="one value or one per channel"):
+    with pytest.raises(UsageError, match="one value or one per channel"):
         fa.baseline_canvas(images, "blank", blank=[0.0, 1.0])
 
 
@@ -334,20 +337,20 @@ def test_batched_equals_per_image(pool):
     images, labels = torch.randn(3, 1, 8, 8), torch.tensor([2, 0, 1])
     canvas = fa.curve_canvas(model, images, "blur")
     for method in MAPS:
-        batched = fa.importance(method, model, images, labels, canvas=canvas)
+        batched = im.importance_map(method, model, images, labels, canvas=canvas)
         single = torch.cat(
             [
-                fa.importance(method, model, images[i : i + 1], labels[i : i + 1], canvas=canvas[i : i + 1])
+                im.importance_map(method, model, images[i : i + 1], labels[i : i + 1], canvas=canvas[i : i + 1])
                 for i in range(3)
             ]
         )
         torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-5)
-        for kind in ("deletion", "insertion"):
+        for curve in ("deletion", "insertion"):
             each = [(images[i : i + 1], labels[i : i + 1], batched[i : i + 1]) for i in range(3)]
-            alone = torch.cat([fa.perturbation_curve(model, *one, kind, k=2, baseline="blur")[0] for one in each])
+            alone = torch.cat([fa.perturbation_curve(model, *one, curve, k=2, baseline="blur")[0] for one in each])
             for chunk_size in (2048, 5, 1):  # all 9 steps of 3 images in one run; one step per run; one image
                 together, _ = fa.perturbation_curve(
-                    model, images, labels, batched, kind, k=2, baseline="blur", chunk_size=chunk_size
+                    model, images, labels, batched, curve, k=2, baseline="blur", chunk_size=chunk_size
                 )
                 torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
 
@@ -357,13 +360,13 @@ def test_cls_model_maps_are_the_rollout_modules_maps():
     model, images, labels = maps_vit(), torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
     with torch.no_grad():
         _, attentions = model(images, return_attention=True)
-    layout = ro.token_layout(model)
+    layout = ro.TokenLayout.of(model)
     torch.testing.assert_close(
-        fa.raw_attention_importance(model, images, labels), ro.cls_attention(attentions, -1, "mean", **layout)
+        im.raw_attention_importance(model, images, labels), ro.raw_attention(attentions, -1, "mean", layout, query=0)
     )
-    torch.testing.assert_close(fa.rollout_importance(model, images, labels), ro.attention_rollout(attentions, **layout))
+    torch.testing.assert_close(im.rollout_importance(model, images, labels), ro.attention_rollout(attentions, layout))
     torch.testing.assert_close(
-        fa.gradient_rollout_importance(model, images, labels), ro.gradient_rollout(model, images, labels)
+        im.gradient_rollout_importance(model, images, labels), ro.gradient_rollout(model, images, labels)
     )
 
 
@@ -373,12 +376,12 @@ def test_avg_pooled_maps_are_what_the_patches_receive():
     with torch.no_grad():
         _, attentions = model(images, return_attention=True)
     last = attentions[-1].mean(dim=1)  # (B, 16, 16), heads averaged
-    torch.testing.assert_close(fa.raw_attention_importance(model, images, labels), last.mean(dim=1).reshape(3, 4, 4))
-    rollout = ro.rollout_matrix(attentions, num_prefix_tokens=0)
-    torch.testing.assert_close(fa.rollout_importance(model, images, labels), rollout.mean(dim=1).reshape(3, 4, 4))
+    torch.testing.assert_close(im.raw_attention_importance(model, images, labels), last.mean(dim=1).reshape(3, 4, 4))
+    rollout = ro.rollout_matrix(attentions, ro.TokenLayout.of(model))
+    torch.testing.assert_close(im.rollout_importance(model, images, labels), rollout.mean(dim=1).reshape(3, 4, 4))
     gradient = ro.gradient_rollout_matrix(model, images, labels)
     torch.testing.assert_close(
-        fa.gradient_rollout_importance(model, images, labels), gradient.mean(dim=1).reshape(3, 4, 4)
+        im.gradient_rollout_importance(model, images, labels), gradient.mean(dim=1).reshape(3, 4, 4)
     )
     assert gradient.sum(dim=-1).allclose(torch.ones(3, 16))
 
@@ -397,9 +400,9 @@ def test_gradient_input_is_gradient_times_difference_to_the_canvas():
     model(x)[torch.arange(2), labels].sum().backward()
     expected = per_patch((images - canvas) * x.grad)  # signed
     model.zero_grad()
-    torch.testing.assert_close(fa.gradient_input_importance(model, images, labels, canvas=canvas), expected)
+    torch.testing.assert_close(im.gradient_input_importance(model, images, labels, canvas=canvas), expected)
     torch.testing.assert_close(
-        fa.importance("gradient x (input - canvas)", model, images, labels, canvas=canvas), expected
+        im.importance_map("gradient x (input - canvas)", model, images, labels, canvas=canvas), expected
     )
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
     assert not images.requires_grad
@@ -427,22 +430,22 @@ def test_integrated_gradients_add_up_to_the_logit_change(pool):
     model = maps_vit(in_chans=3, **pool)
     images, labels = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 1])
     canvas = fa.curve_canvas(model, images, "blank", blank=[-0.8, -0.5, 0.3])
-    scores = fa.integrated_gradients_importance(model, images, labels, canvas=canvas, steps=64)
+    scores = im.integrated_gradients_importance(model, images, labels, canvas=canvas, steps=64)
     with torch.no_grad():
         rows = torch.arange(4)
         change = model(images)[rows, labels] - model(canvas)[rows, labels]  # (4,)
     assert change.abs().min() > 0.05  # a change to account for
     torch.testing.assert_close(scores.sum(dim=(1, 2)), change, atol=2e-3, rtol=1e-2)
     # the one-step gradient map is not complete in general: integrated gradients adds something
-    first_order = fa.gradient_input_importance(model, images, labels, canvas=canvas).sum(dim=(1, 2))
+    first_order = im.gradient_input_importance(model, images, labels, canvas=canvas).sum(dim=(1, 2))
     assert (first_order - change).abs().max() > 10 * (scores.sum(dim=(1, 2)) - change).abs().max()
 
 
 def test_gradient_maps_need_the_canvas():
     model, images, labels = maps_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
     for method in GRADIENT_MAPS:
-        with pytest.raises(ValueError, match="pass canvas="):
-            fa.importance(method, model, images, labels)
+        with pytest.raises(UsageError, match="pass canvas="):
+            im.importance_map(method, model, images, labels)
 
 
 # --- areas, the table, the figure -----------------------------------------------------------------------
@@ -452,7 +455,7 @@ def test_fractions_and_areas():
     curves = torch.stack([torch.ones(5), x.float(), torch.tensor([1.0, 0, 0, 0, 0])])
     torch.testing.assert_close(fa.area_under_curve(curves, x), torch.tensor([1.0, 0.5, 0.125], dtype=torch.float64))
     for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match="k .* must be a positive int"):
+        with pytest.raises(UsageError, match="k .* must be a positive int"):
             fa.fractions(9, bad)
 
 
@@ -471,7 +474,7 @@ def test_table_over_a_data_set(toy):
     model = maps_vit(classes=4)
     data = toy(n=10, size=8, classes=4)
     curves, x = fa.faithfulness_curves(model, data, n_images=7, batch_size=3, k=4, progress=False)
-    assert list(curves) == list(fa.METHODS) and x.tolist() == [0, 0.25, 0.5, 0.75, 1]
+    assert list(curves) == list(im.METHODS) and x.tolist() == [0, 0.25, 0.5, 0.75, 1]
     assert curves["integrated gradients"]["deletion"].shape == (7, 5)
     # the blank canvas is the data set's black image, as the model sees it
     black = data.normalize(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
@@ -483,7 +486,7 @@ def test_table_over_a_data_set(toy):
         torch.testing.assert_close(whole[method]["deletion"], curves[method]["deletion"], atol=1e-6, rtol=0)
     rows = fa.faithfulness_table(model, data, n_images=7, batch_size=3, k=4, progress=False)
     assert rows == fa.faithfulness_summary(curves, x)
-    assert [r["method"] for r in rows] == list(fa.METHODS) and {r["n"] for r in rows} == {7}
+    assert [r["method"] for r in rows] == list(im.METHODS) and {r["n"] for r in rows} == {7}
 
 
 @pytest.mark.parametrize("baseline", ["blank", "blur"])
@@ -497,11 +500,11 @@ def test_the_table_measures_gradient_maps_against_its_own_canvas(toy, baseline):
     canvas = fa.curve_canvas(model, images, baseline, blank=black)
     other = fa.curve_canvas(model, images, "blur" if baseline == "blank" else "blank", blank=black)
     for method, attribute in GRADIENT_MAPS.items():
-        for kind in ("deletion", "insertion"):
+        for curve in ("deletion", "insertion"):
             own, _ = fa.perturbation_curve(
-                model, images, labels, attribute(model, images, labels, canvas=canvas), kind, k=2, baseline=canvas
+                model, images, labels, attribute(model, images, labels, canvas=canvas), curve, k=2, baseline=canvas
             )
-            torch.testing.assert_close(curves[method][kind], own, atol=1e-6, rtol=0)
+            torch.testing.assert_close(curves[method][curve], own, atol=1e-6, rtol=0)
         # the test has power: the map against the other canvas orders the patches differently
         assert (
             not attribute(model, images, labels, canvas=other)
@@ -515,7 +518,7 @@ def test_table_takes_tensors():
     model, images, labels = maps_vit(), torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
     method = "gradient x (input - canvas)"
     rows = fa.faithfulness_table(model, (images, labels), [method], n_images=None, k=8, progress=False)
-    scores = fa.gradient_input_importance(model, images, labels, canvas=torch.zeros_like(images))  # blank = 0
+    scores = im.gradient_input_importance(model, images, labels, canvas=torch.zeros_like(images))  # blank = 0
     deleted, x = fa.perturbation_curve(model, images, labels, scores, "deletion", k=8)
     assert rows[0]["n"] == 5
     assert rows[0]["deletion_auc_mean"] == pytest.approx(fa.area_under_curve(deleted, x).mean().item(), abs=1e-7)
@@ -532,18 +535,18 @@ def test_table_takes_tensors():
     ],
 )
 def test_bad_arguments_are_rejected(toy, bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UsageError, match=message):
         fa.faithfulness_table(maps_vit(classes=4), toy(n=10, size=8), **({"n_images": 4} | bad), progress=False)
 
 
 def test_maps_on_another_grid_are_rejected():
     model, images, labels = maps_vit(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="importance maps have 9 entries per image, the model 4x4 patches"):
+    with pytest.raises(UsageError, match="importance maps have 9 entries per image, the model 4x4 patches"):
         fa.perturbation_curve(model, images, labels, torch.rand(2, 3, 3), "deletion")
-    with pytest.raises(ValueError, match="kind must be 'deletion' or 'insertion', got 'removal'"):
+    with pytest.raises(UsageError, match="curve must be 'deletion' or 'insertion', got 'removal'"):
         fa.perturbation_curve(model, images, labels, torch.rand(2, 4, 4), "removal")
-    with pytest.raises(ValueError, match="unknown importance method 'gradcam'"):
-        fa.importance("gradcam", model, images, labels)
+    with pytest.raises(UsageError, match="unknown importance method 'gradcam'"):
+        im.importance_map("gradcam", model, images, labels)
 
 
 def test_plot_deletion_insertion():
@@ -586,7 +589,7 @@ def test_compare_methods_ranks_and_pairs():
     assert [r["method"] for r in insertion] == ["good", "fair", "random"]
     assert insertion[1]["behind"] == pytest.approx(0.15) and insertion[1]["area"] == pytest.approx(1 - 1.05 / 3)
     assert fa.compare_methods(curves, x, "deletion", reference=None)[1]["gap_closed"] is None
-    with pytest.raises(ValueError, match="reference 'saliency' is not among"):
+    with pytest.raises(UsageError, match="reference 'saliency' is not among"):
         fa.compare_methods(curves, x, "deletion", reference="saliency")
 
 
@@ -598,7 +601,7 @@ def test_foreground_share_counts_the_top_patches_that_hold_ink():
     assert fa.foreground_share(on_ink, images, k=1).tolist() == [1.0, 1.0]
     assert fa.foreground_share(on_background, images, k=1).tolist() == [0.0, 0.0]
     assert fa.foreground_share(on_background, images, k=4).tolist() == [0.25, 0.25]
-    with pytest.raises(ValueError, match="do not tile"):
+    with pytest.raises(UsageError, match="do not tile"):
         fa.foreground_share(on_ink, torch.zeros(2, 1, 7, 7), k=1)
 
 
@@ -608,5 +611,21 @@ def test_foreground_patches_mark_the_patches_with_a_bright_pixel():
     images[0, 0, 7, 7] = 0.05  # below the threshold: patch (1, 1) stays background
     assert fa.foreground_patches(images, (2, 2)).tolist() == [[True, False, False, False]]
     assert fa.foreground_patches(images, (2, 2), threshold=0.01).tolist() == [[True, False, False, True]]
-    with pytest.raises(ValueError, match="does not tile"):
+    with pytest.raises(UsageError, match="does not tile"):
         fa.foreground_patches(images, (3, 3))
+
+
+# --- chance level ---------------------------------------------------------------------------------------------
+def test_more_than_chance_tells_a_clear_excess_from_noise():
+    chance = torch.full((40,), 0.5)  # e.g. background's share of each image
+    g = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.randn(40, generator=g)
+    assert fa.more_than_chance(chance + 0.2 + noise, chance) == 1  # 0.2 above, standard error below 0.01
+    assert fa.more_than_chance(chance - 0.2 + noise, chance) == -1
+    level = torch.tensor([0.4, 0.6] * 20)  # mean difference exactly 0: level with chance
+    assert fa.more_than_chance(level, chance) == 0
+    spread = torch.tensor([0.1, 0.9, 0.3, 1.0])  # mean 0.575 over 4 images with a wide spread: not clear
+    assert fa.more_than_chance(spread, torch.full((4,), 0.5)) == 0
+    assert fa.more_than_chance(spread, torch.full((4,), 0.5), z=0.1) == 1  # a looser test calls it
+    with pytest.raises(UsageError, match="paired per image"):
+        fa.more_than_chance(torch.rand(5), torch.rand(4))

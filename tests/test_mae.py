@@ -1,11 +1,16 @@
-"""Masked-autoencoder pretraining: masking, the loss on hidden patches, reconstructions, training, weight transfer."""
+"""Masked-autoencoder pretraining: masking, the loss on hidden patches, reconstructions, training through fit
+(clipping, exact resume), weight transfer."""
 
 import pytest
 import torch
 
-from vitnb.config import preset
-from vitnb.mae import MaskedAutoencoder, pretrain_mae, random_masking
+from vitnb.checkpoint import load_checkpoint
+from vitnb.config import TrainConfig, preset
+from vitnb.errors import UsageError
+from vitnb.mae import MAEConfig, MaskedAutoencoder, random_masking
 from vitnb.model import VisionTransformer
+from vitnb.pretrain import MaskedReconstruction, pretrain_mae
+from vitnb.train import fit
 
 # 8x8 images, patch 2: a 4x4 grid of 16 patches, of which 4 stay visible at mask_ratio 0.75.
 TINY = preset("cpu", img_size=8, patch_size=2, embed_dim=32, depth=2, num_heads=2, num_classes=4)
@@ -13,7 +18,7 @@ TINY_AVG = TINY.replace(class_token=False, global_pool="avg", pos_embed="sincos"
 
 
 def tiny_mae(cfg=TINY, **kwargs) -> MaskedAutoencoder:
-    return MaskedAutoencoder(VisionTransformer(cfg), decoder_dim=16, decoder_depth=1, decoder_heads=2, **kwargs)
+    return MaskedAutoencoder(MAEConfig(cfg, decoder_dim=16, decoder_depth=1, decoder_heads=2, **kwargs))
 
 
 def images(n: int = 6) -> torch.Tensor:
@@ -97,32 +102,77 @@ def test_gradients_reach_the_encoder_and_the_decoder():
 def test_pretrain_mae_lowers_the_loss(toy):
     torch.manual_seed(0)
     mae = tiny_mae(TINY_AVG)
-    history = pretrain_mae(mae, toy(n=64), epochs=12, batch_size=16, lr=3e-3, warmup_epochs=1, progress=False)
+    history = pretrain_mae(
+        mae, toy(n=64), epochs=12, batch_size=16, lr=3e-3, warmup_epochs=1, precision="fp32", progress=False
+    )
     assert [r["epoch"] for r in history] == list(range(1, 13))
-    assert history[-1]["loss"] < 0.6 * history[0]["loss"]  # 48 steps: the loss falls by more than 40%
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]  # 48 steps: the loss falls by more than 40%
     # Predicting every hidden patch flat scores 3/4 here (4 pixels standardised with the unbiased variance):
     # the model does better, so it uses the visible patches.
-    assert history[-1]["loss"] < 0.7
+    assert history[-1]["train_loss"] < 0.7
+    assert history[-1]["train_acc"] is None and history[-1]["val_loss"] is None  # no labels, no validation set
     assert not mae.training
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_fractional_epochs_stop_part_way(toy):
-    history = pretrain_mae(tiny_mae(), toy(n=64), epochs=1.5, batch_size=16, progress=False)
+    history = pretrain_mae(tiny_mae(), toy(n=64), epochs=1.5, batch_size=16, precision="fp32", progress=False)
     assert len(history) == 2 and history[-1]["lr"] == pytest.approx(1e-5)  # 6 steps, cosine down to min_lr
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pretraining_killed_after_an_epoch_resumes_to_the_same_weights(tmp_path, toy):
+    data, val = toy(n=48), toy(n=16, seed=1)
+    options = dict(epochs=3, batch_size=16, lr=3e-3, precision="fp32", val_set=val, progress=False)
+    torch.manual_seed(0)
+    whole = tiny_mae()
+    history = pretrain_mae(whole, data, checkpoint=tmp_path / "whole.pt", **options)
+
+    torch.manual_seed(0)
+    killed = tiny_mae()
+    first = pretrain_mae(killed, data, checkpoint=tmp_path / "run.pt", max_epochs_this_run=1, **options)
+    assert len(first) == 1 and load_checkpoint(tmp_path / "run.pt")["kind"] == "mae"
+    torch.manual_seed(1)  # a fresh process: other initial weights and another global generator state
+    resumed = tiny_mae()
+    again = pretrain_mae(resumed, data, checkpoint=tmp_path / "run.pt", resume=True, **options)
+
+    ours, theirs = resumed.state_dict(), whole.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in history]
+    assert [r["val_loss"] for r in again] == [r["val_loss"] for r in history]
+    assert history[0]["val_loss"] > history[-1]["val_loss"]  # scored on the same masks every epoch
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pretraining_clips_the_gradients(tmp_path, toy):
+    def grad_norms(grad_clip: float) -> list[float]:
+        norms = []
+
+        def record(step, images, model):  # after the optimizer step the clipped gradients are still there
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=1, batch_size=16, lr=3e-3, precision="fp32", crop_pad=0, grad_clip=grad_clip)
+        fit(tiny_mae(), toy(n=48), cfg=cfg, objective=MaskedReconstruction(), step_callbacks=[record], progress=False)
+        return norms
+
+    free, clipped = grad_norms(0.0), grad_norms(0.05)
+    assert min(free) > 0.05  # unclipped, every step's gradient is longer than the limit
+    assert max(clipped) == pytest.approx(0.05, rel=1e-4)
+    pretrain_mae(tiny_mae(), toy(n=32), epochs=1, batch_size=16, checkpoint=tmp_path / "m.pt", progress=False)
+    assert load_checkpoint(tmp_path / "m.pt")["train_config"]["grad_clip"] == 1.0  # the recipe clips at norm 1
 
 
 def test_the_pretrained_encoder_loads_into_a_classifier():
     for cfg in (TINY, TINY_AVG):
-        vit = VisionTransformer(cfg)
-        mae = MaskedAutoencoder(vit, decoder_dim=16, decoder_depth=1, decoder_heads=2)
-        assert mae.encoder is vit
-        state = vit.state_dict()
+        mae = tiny_mae(cfg)
+        state = mae.encoder.state_dict()
         assert not any(k.startswith(("decoder", "mask_token")) for k in state)
         classifier = VisionTransformer(cfg)
         classifier.load_state_dict(state, strict=True)
         assert classifier(images(3)).shape == (3, 4)
-        assert torch.equal(classifier.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+        assert torch.equal(classifier.blocks[0].attn.qkv.weight, mae.encoder.blocks[0].attn.qkv.weight)
 
 
 @pytest.mark.parametrize(
@@ -134,16 +184,21 @@ def test_the_pretrained_encoder_loads_into_a_classifier():
     ],
 )
 def test_unsupported_configs_are_refused(change, words):
-    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(")):
         tiny_mae(TINY.replace(**change))
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, 0.99])
 def test_mask_ratios_that_hide_nothing_or_everything_are_refused(ratio):
-    with pytest.raises(ValueError, match="mask_ratio"):
+    with pytest.raises(UsageError, match="mask_ratio"):
         tiny_mae(mask_ratio=ratio)
 
 
 def test_wrong_image_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 8, 8\)"):
         tiny_mae()(torch.zeros(2, 1, 28, 28))
+
+
+def test_fit_without_the_mae_objective_says_which_to_pass(toy):
+    with pytest.raises(UsageError, match=r"MaskedAutoencoder returns no logits.*MaskedReconstruction\(\)"):
+        fit(tiny_mae(), toy(n=16), cfg=TrainConfig(epochs=1, batch_size=16, precision="fp32"), progress=False)

@@ -3,6 +3,7 @@ package's lazy names match its modules."""
 
 import ast
 import functools
+import importlib
 import importlib.metadata as metadata
 import json
 import pkgutil
@@ -116,3 +117,24 @@ def test_lazy_submodules_are_the_package_modules_and_every_export_resolves():
     assert vitnb._SUBMODULES == modules  # a new module is reachable as vitnb.<name>, a removed one is not listed
     missing = [name for name in vitnb.__all__ if getattr(vitnb, name, None) is None]
     assert missing == []  # every public name imports from the module _EXPORTS names
+
+
+def test_the_type_checkers_view_of_the_api_is_the_run_time_one():
+    tree = ast.parse(Path(vitnb.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    seen = {alias.name: node.module for node in block.body for alias in node.names}
+    assert seen == vitnb._HOME  # the TYPE_CHECKING imports name the same modules as _EXPORTS, name for name
+    assert sorted(vitnb.__all__) == sorted(vitnb._HOME)
+
+
+def test_every_module_lists_its_public_names_and_each_exists():
+    for info in pkgutil.walk_packages(vitnb.__path__, "vitnb."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        assert hasattr(module, "__all__"), f"{info.name} has no __all__"
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert missing == [], f"{info.name}.__all__ names {missing}, which it does not define"
+    for module, names in vitnb._EXPORTS.items():  # the package's API is taken from the modules' public names
+        public = importlib.import_module(f"vitnb.{module}").__all__
+        assert set(names) <= set(public), f"vitnb exports {set(names) - set(public)} that vitnb.{module} keeps private"

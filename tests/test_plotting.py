@@ -11,7 +11,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vitnb import plotting, sincos_2d
-from vitnb.rollout import attention_map, forward_cache
+from vitnb.errors import UsageError
+from vitnb.maps import attention_map, forward_cache
+
+
+def shown_scaled(image) -> torch.Tensor:
+    """What an AxesImage shows, as its colour scale's fraction in [0, 1] (the map after its norm)."""
+    return torch.from_numpy(np.asarray(image.norm(image.get_array()), dtype=np.float32))
 
 
 # --- patch_mosaic ------------------------------------------------------------------------------------
@@ -34,7 +40,7 @@ def test_patch_mosaic_without_gap_is_the_image_and_rejects_bad_sizes():
     image = torch.rand(1, 6, 9)
     assert torch.equal(plotting.patch_mosaic(image, 3, gap=0), image)
     assert plotting.patch_mosaic(image, (2, 3), gap=1).shape == (1, 6 + 2, 9 + 2)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(UsageError, match="divisible"):
         plotting.patch_mosaic(image, 4)
 
 
@@ -50,7 +56,7 @@ def test_pos_embed_similarity_equals_direct_cosine_similarity():
         torch.testing.assert_close(sim[i, j, r, c], expected)
     torch.testing.assert_close(sim.reshape(12, 12).diagonal(), torch.ones(12))
     torch.testing.assert_close(sim, sim.permute(2, 3, 0, 1))  # symmetric
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(UsageError, match="grid"):
         plotting.pos_embed_similarity(pos_embed, num_prefix_tokens=2, grid_size=(4, 4))
 
 
@@ -94,18 +100,17 @@ def test_upsampled_heat_repeats_each_token_over_its_patch():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_overlay_draws_on_the_given_axes(channels):
+def test_translucent_map_shows_the_image_under_it(channels):
     fig = Figure()
     ax = fig.add_subplot()
     image, heat = torch.rand(channels, 32, 48), torch.rand(2, 3)
-    assert plotting.overlay(ax, image, heat) is fig
-    assert len(fig.axes) == 1 and len(ax.images) == 2
+    drawn = plotting.show_map(ax, image, heat, alpha=0.5)
+    assert len(fig.axes) == 1 and list(ax.images) == [ax.images[0], drawn]  # the image, then the map over it
     shown = torch.from_numpy(np.asarray(ax.images[0].get_array()))
     expected = plotting.display_image(image)  # (C, H, W)
     torch.testing.assert_close(shown, expected[0] if channels == 1 else expected.permute(1, 2, 0))
-    drawn = torch.from_numpy(np.asarray(ax.images[1].get_array()))
-    torch.testing.assert_close(drawn, plotting.upsampled_heat(heat, (32, 48)))
-    assert (drawn.min(), drawn.max()) == (0.0, 1.0)
+    assert drawn.get_alpha() == 0.5 and drawn.get_clim() == (float(heat.min()), float(heat.max()))
+    torch.testing.assert_close(shown_scaled(drawn), plotting.upsampled_heat(heat, (32, 48)))  # min-max scaled
 
 
 def test_plot_mean_attention_distance_one_scatter_per_head():
@@ -141,8 +146,8 @@ def test_show_map_draws_raw_values_on_the_given_scale():
     image = torch.zeros(1, 8, 8)
     image[:, 2:6, 2:6] = 1.0  # a bright square: the contour
     heat = torch.tensor([[0.1, 0.2], [0.3, 0.05]])
-    shown = plotting.show_map(ax, image, heat, vmax=0.5)
-    assert shown.get_clim() == (0.0, 0.5)
+    shown = plotting.show_map(ax, image, heat, alpha=1.0, vmin=0.0, vmax=0.5, outline=0.2, grid=True)
+    assert shown.get_clim() == (0.0, 0.5) and list(ax.images) == [shown]  # opaque: no image under the map
     torch.testing.assert_close(
         torch.from_numpy(np.asarray(shown.get_array())), plotting.upsampled_heat(heat, (8, 8), False)
     )
@@ -150,13 +155,13 @@ def test_show_map_draws_raw_values_on_the_given_scale():
     assert len(ax.lines) == 2  # one horizontal and one vertical grid line on a 2x2 grid
 
 
-def test_plot_maps_with_colorbars_shares_a_scale_per_column():
+def test_plot_map_grid_with_colorbars_shares_a_scale_per_column():
     images = torch.rand(3, 1, 8, 8)
     maps = {"a": torch.rand(3, 4, 4), "b": 5 * torch.rand(3, 4, 4)}
-    fig = plotting.plot_maps_with_colorbars(images, maps, label="x uniform", row_titles=["p", "q", "r"])
+    fig = plotting.plot_map_grid(images, maps, label="x uniform", row_titles=["p", "q", "r"])
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
-    assert len(axes) == 9 and len(bars) == 2
+    assert len(axes) == 9 and len(bars) == 2 and fig.axes[-2:] == bars  # the colorbars come after the panels
     assert [axes[j].get_title() for j in range(3)] == ["p", "a", "b"]
     for j, m in enumerate(maps.values(), start=1):
         for i in range(3):
@@ -169,26 +174,28 @@ def test_plot_maps_with_colorbars_shares_a_scale_per_column():
     plt.close(fig)
     long_title = "T-shirt/top -> T-shirt/top (87%)"
     long_maps = {"raw attention, last block": maps["a"], "rollout": maps["b"]}
-    fig = plotting.plot_maps_with_colorbars(images[:1], long_maps, row_titles=[long_title], cell_size=1.6)
+    fig = plotting.plot_map_grid(images[:1], long_maps, row_titles=[long_title], cell_size=1.6)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     row_title, first_header = fig.axes[0].title, fig.axes[1].title
     assert row_title.get_text().replace("\n", " ") == long_title  # wrapped, not cut
     assert row_title.get_window_extent(renderer).x1 < first_header.get_window_extent(renderer).x0
     plt.close(fig)
-    fig = plotting.plot_maps_with_colorbars(images, maps, from_zero=True)
+    fig = plotting.plot_map_grid(images, maps, from_zero=True)
     assert fig.axes[1].images[0].get_clim() == pytest.approx((0.0, float(maps["a"].max())))
+    assert fig.axes[0].get_title() == "image"  # no row titles
     plt.close(fig)
 
 
-def test_plot_attention_grid_has_a_row_per_image_and_a_column_per_map():
+def test_plot_map_grid_without_colorbars_scales_each_map():
     images = torch.rand(2, 3, 16, 16)
     maps = {"rollout": torch.rand(2, 4, 4), "gradient": torch.rand(2, 4, 4)}
-    fig = plotting.plot_attention_grid(images, maps)
-    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    fig = plotting.plot_map_grid(images, maps, colorbar=False, alpha=0.5, cmap="inferno", outline=None, grid=False)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6  # no colorbars
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "rollout", "gradient"]
-    heat = torch.from_numpy(np.asarray(fig.axes[5].images[1].get_array()))  # row 1, 'gradient'
-    torch.testing.assert_close(heat, plotting.upsampled_heat(maps["gradient"][1], (16, 16)))
+    image, heat = fig.axes[5].images  # row 1, 'gradient': the image under its map
+    torch.testing.assert_close(shown_scaled(heat), plotting.upsampled_heat(maps["gradient"][1], (16, 16)))
+    assert heat.get_alpha() == 0.5 and heat.get_cmap().name == "inferno" and not fig.axes[5].lines  # no grid
     plt.close(fig)
 
 
@@ -214,7 +221,7 @@ def test_plot_attention_heatmap_one_axes_per_head_plus_colour_bar():
     fig = plotting.plot_attention_heatmap(weights[0])
     assert len(fig.axes) == 2
     plt.close(fig)
-    with pytest.raises(ValueError, match="attention weights"):
+    with pytest.raises(UsageError, match="attention weights"):
         plotting.plot_attention_heatmap(torch.rand(2, 3, 4))
 
 
@@ -275,8 +282,31 @@ def test_plot_attention_maps_shows_every_map(toy):
     assert axes[1, 0].get_title() == "gradient\nrollout" and fig._suptitle.get_text() == "maps"
     assert [len(ax.images) for ax in axes[:, 0]] == [1, 2, 0]
     for layer, head, column in [(0, 0, 1), (2, "max", 4), (1, "rollout", 5)]:
-        heat = torch.from_numpy(np.asarray(axes[layer, column].images[1].get_array()))
+        heat = shown_scaled(axes[layer, column].images[1])
         torch.testing.assert_close(heat, plotting.upsampled_heat(attention_map(cache, layer, head, 6), (8, 8)))
-    heat = torch.from_numpy(np.asarray(axes[1, 0].images[1].get_array()))
+    heat = shown_scaled(axes[1, 0].images[1])
     torch.testing.assert_close(heat, plotting.upsampled_heat(cache.gradient_rollout(2), (8, 8)))
     plt.close(fig)
+
+
+# --- training ----------------------------------------------------------------------------------------
+def test_plot_history_draws_loss_accuracy_and_schedule():
+    history = [
+        {"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "val_acc": 0.4, "lr": 1e-3},
+        {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "val_acc": 0.5, "lr": 5e-4},
+    ]
+    fig = plotting.plot_history(history, "toy")
+    loss, accuracy, schedule = fig.axes
+    assert list(loss.lines[0].get_ydata()) == [2.0, 1.0] and list(schedule.lines[0].get_ydata()) == [1e-3, 5e-4]
+    assert [line.get_label() for line in accuracy.lines] == ["train", "validation"]
+    assert fig._suptitle.get_text() == "toy"
+    plt.close(fig)
+    fig = plotting.plot_history([{**r, "val_acc": None} for r in history])  # not validated: no validation line
+    assert len(fig.axes[1].lines) == 1 and fig._suptitle is None
+    plt.close(fig)
+
+
+def test_the_package_lists_its_figures():
+    for name in plotting.__all__:
+        assert name == "METHOD_COLORS" or getattr(plotting, name).__module__.startswith("vitnb.plotting.")
+    assert not hasattr(plotting, "plot_ablation")  # the experiments' figures live in vitnb.experiments.figures

@@ -1,18 +1,22 @@
 """Attention maths: rollout against hand computations and an independent implementation, raw attention,
-attention distance, and the explorer's per-image maps (`forward_cache`, `attention_map`)."""
+attention distance, the token layout (`TokenLayout`), and the explorer's per-image maps (`maps.forward_cache`,
+`maps.attention_map`)."""
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from helpers import MAPS_VIT, direct, tiny_vit
 from torch import nn
 
-from vitnb import VisionTransformer, ViTConfig
+from vitnb import VisionTransformer, ViTConfig, maps
 from vitnb import rollout as ro
+from vitnb.errors import UsageError
+from vitnb.rollout import TokenLayout
 
-LAYOUT = {"num_prefix_tokens": 1, "grid_size": (2, 2)}  # 1 cls + 2x2 patches: N = 5
+LAYOUT = TokenLayout(num_prefix_tokens=1, grid_size=(2, 2))  # 1 cls + 2x2 patches: N = 5
 
 
 def random_attention(batch: int, heads: int, n: int, seed: int) -> torch.Tensor:
@@ -33,7 +37,7 @@ def test_fuse_heads_mean_max_min():
     torch.testing.assert_close(ro.fuse_heads(attn, "mean"), torch.tensor([[[0.4, 0.6], [0.3, 0.7]]]))
     torch.testing.assert_close(ro.fuse_heads(attn, "max"), torch.tensor([[[0.6, 0.8], [0.5, 0.9]]]))
     torch.testing.assert_close(ro.fuse_heads(attn, "min"), torch.tensor([[[0.2, 0.4], [0.1, 0.5]]]))
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ro.fuse_heads(attn, "median")
 
 
@@ -42,16 +46,17 @@ def test_fuse_heads_mean_max_min():
 @pytest.mark.parametrize("ratio", [0.0, 0.5])
 def test_rollout_rows_sum_to_one(fusion, ratio):
     attentions = [random_attention(2, 3, 5, seed) for seed in range(4)]
-    rollout = ro.rollout_matrix(attentions, num_prefix_tokens=1, head_fusion=fusion, discard_ratio=ratio)
+    rollout = ro.rollout_matrix(attentions, LAYOUT, head_fusion=fusion, discard_ratio=ratio)
     assert rollout.shape == (2, 5, 5)
     torch.testing.assert_close(rollout.sum(dim=-1), torch.ones(2, 5, dtype=torch.float64))
 
 
 def test_single_layer_mean_is_half_attention_plus_identity():
     attn = random_attention(2, 3, 7, seed=0)  # 1 cls + 2x3 patches
+    layout = TokenLayout(1, (2, 3))
     expected = (attn.mean(dim=1) + torch.eye(7, dtype=torch.float64)) / 2
-    torch.testing.assert_close(ro.rollout_matrix([attn], num_prefix_tokens=1), expected)
-    rollout_map = ro.attention_rollout([attn], num_prefix_tokens=1, grid_size=(2, 3))
+    torch.testing.assert_close(ro.rollout_matrix([attn], layout), expected)
+    rollout_map = ro.attention_rollout([attn], layout)
     assert rollout_map.shape == (2, 2, 3)
     torch.testing.assert_close(rollout_map, expected[:, 0, 1:].reshape(2, 2, 3))
 
@@ -60,7 +65,7 @@ def test_single_layer_mean_is_half_attention_plus_identity():
 def test_uniform_attention_closed_form(layers):
     n = 5  # 1 cls + 2x2 patches
     attentions = [torch.full((1, 2, n, n), 1 / n, dtype=torch.float64)] * layers
-    rollout_map = ro.attention_rollout(attentions, **LAYOUT)
+    rollout_map = ro.attention_rollout(attentions, LAYOUT)
     expected = torch.full((1, 2, 2), (1 - 2.0**-layers) / n, dtype=torch.float64)
     torch.testing.assert_close(rollout_map, expected)
 
@@ -68,10 +73,10 @@ def test_uniform_attention_closed_form(layers):
 @pytest.mark.parametrize("ratio", [0.0, 0.3])
 def test_batched_equals_per_sample(ratio):
     attentions = [random_attention(3, 2, 5, seed) for seed in range(3)]
-    batched = ro.attention_rollout(attentions, **LAYOUT, head_fusion="max", discard_ratio=ratio)
+    batched = ro.attention_rollout(attentions, LAYOUT, head_fusion="max", discard_ratio=ratio)
     for b in range(3):
         single = ro.attention_rollout(
-            [a[b : b + 1] for a in attentions], **LAYOUT, head_fusion="max", discard_ratio=ratio
+            [a[b : b + 1] for a in attentions], LAYOUT, head_fusion="max", discard_ratio=ratio
         )
         torch.testing.assert_close(batched[b : b + 1], single)
 
@@ -80,13 +85,14 @@ def test_later_layer_multiplies_on_the_left():
     first, second = random_attention(1, 1, 4, seed=1), random_attention(1, 1, 4, seed=2)
     hat1, hat2 = a_hat(first[:, 0]), a_hat(second[:, 0])
     assert not torch.allclose(hat2 @ hat1, hat1 @ hat2)  # the two orders really differ
-    torch.testing.assert_close(ro.rollout_matrix([first, second], num_prefix_tokens=1), hat2 @ hat1)
+    torch.testing.assert_close(ro.rollout_matrix([first, second], TokenLayout(1, (1, 3))), hat2 @ hat1)
 
 
 def test_rollout_with_two_prefix_tokens_reads_row_zero_and_patch_columns():
     attentions = [random_attention(1, 2, 6, seed) for seed in range(2)]  # cls + dist + 2x2 patches
-    expected = ro.rollout_matrix(attentions, num_prefix_tokens=2)[:, 0, 2:].reshape(1, 2, 2)
-    torch.testing.assert_close(ro.attention_rollout(attentions, num_prefix_tokens=2, grid_size=(2, 2)), expected)
+    layout = TokenLayout(2, (2, 2))
+    expected = ro.rollout_matrix(attentions, layout)[:, 0, 2:].reshape(1, 2, 2)
+    torch.testing.assert_close(ro.attention_rollout(attentions, layout), expected)
 
 
 def loop_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
@@ -109,48 +115,46 @@ def test_rollout_without_cls_token_reads_the_mean_of_the_patch_rows():
     attentions = [random_attention(2, 2, 4, seed) for seed in range(3)]
     expected = loop_rollout(attentions).mean(dim=1).reshape(2, 2, 2)
     for pool in (None, "avg"):
-        got = ro.attention_rollout(attentions, num_prefix_tokens=0, grid_size=(2, 2), global_pool=pool)
+        got = ro.attention_rollout(attentions, TokenLayout(0, (2, 2), pool))
         torch.testing.assert_close(got, expected)
     torch.testing.assert_close(expected.sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="no prefix token"):
-        ro.attention_rollout(attentions, num_prefix_tokens=0, grid_size=(2, 2), global_pool="token")
-    matrix = ro.rollout_matrix(attentions[:1], num_prefix_tokens=0)
+    with pytest.raises(UsageError, match="no prefix token"):
+        TokenLayout(0, (2, 2), "token")
+    matrix = ro.rollout_matrix(attentions[:1], TokenLayout(0, (2, 2)))
     torch.testing.assert_close(matrix, a_hat(attentions[0].mean(dim=1)))
 
 
 def test_cls_token_with_average_pooling_reads_the_patch_rows_not_the_cls_row():
     attentions = [random_attention(2, 2, 5, seed) for seed in range(2)]  # cls + 2x2 patches
     full = loop_rollout(attentions)
-    by_pool = {pool: ro.attention_rollout(attentions, **LAYOUT, global_pool=pool) for pool in ("token", "avg", None)}
+    by_pool = {pool: ro.attention_rollout(attentions, TokenLayout(1, (2, 2), pool)) for pool in ("token", "avg", None)}
     torch.testing.assert_close(by_pool["avg"], full[:, 1:, 1:].mean(dim=1).reshape(2, 2, 2))
     torch.testing.assert_close(by_pool["token"], full[:, 0, 1:].reshape(2, 2, 2))
     torch.testing.assert_close(by_pool[None], by_pool["token"])  # a cls token and no word on pooling: its row
     assert not torch.allclose(by_pool["avg"], by_pool["token"])
-    with pytest.raises(ValueError, match="global_pool must be"):
-        ro.readout(full, **LAYOUT, global_pool="max")
+    with pytest.raises(UsageError, match="global_pool must be"):
+        TokenLayout(1, (2, 2), "max")
 
 
-def test_pooling_reads_the_model():
-    assert ro.pooling(tiny_vit(**MAPS_VIT)) == "token"
-    assert ro.pooling(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")) == "avg"
-    assert ro.pooling(tiny_vit(**MAPS_VIT, global_pool="avg")) == "avg"  # a cls token the head does not read
-    assert ro.pooling(TinyViT()) == "token"  # no cfg: a prefix token means cls pooling
-    assert ro.pooling(TinyViT(pool="avg")) == "avg"
+def test_token_layout_pools_by_the_model_and_by_its_prefix():
+    assert TokenLayout.of(tiny_vit(**MAPS_VIT)).global_pool == "token"
+    assert TokenLayout.of(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")).global_pool == "avg"
+    assert TokenLayout.of(tiny_vit(**MAPS_VIT, global_pool="avg")).global_pool == "avg"  # a cls token not read
+    assert TokenLayout(1, (2, 2)).global_pool == "token"  # no word on pooling: a prefix token means cls pooling
+    assert TokenLayout(0, (2, 2)).global_pool == "avg"
+    layout = TokenLayout(2, [3, 4])
+    assert (layout.grid_size, layout.num_patches, layout.num_tokens) == ((3, 4), 12, 14)
+    with pytest.raises(AttributeError):
+        layout.num_prefix_tokens = 1  # frozen: one layout, passed around as it is
 
 
 def test_grid_that_does_not_match_tokens_raises():
-    with pytest.raises(ValueError, match=r"4 patch tokens .* do not fill a 2x3 grid; .*token_layout\(model\)"):
-        ro.attention_rollout([random_attention(1, 1, 5, seed=0)], num_prefix_tokens=1, grid_size=(2, 3))
-    with pytest.raises(ValueError, match=r"N=5 tokens are not num_prefix_tokens=0 \+ a 2x2 grid"):
-        ro.mean_attention_distance([random_attention(1, 1, 5, seed=0)], num_prefix_tokens=0, grid_size=(2, 2))
-
-
-def test_layout_arguments_are_keyword_only():
-    attentions = [random_attention(1, 1, 5, seed=0)]
-    with pytest.raises(TypeError):
-        ro.attention_rollout(attentions, 1, (2, 2))
-    with pytest.raises(TypeError):
-        ro.cls_attention(attentions, 0, 0, 1, (2, 2))
+    with pytest.raises(UsageError, match=r"4 patch tokens .* do not fill a 2x3 grid; .*TokenLayout.of\(model\)"):
+        TokenLayout(1, (2, 3)).readout(random_attention(1, 1, 5, seed=0)[:, 0])
+    with pytest.raises(UsageError, match=r"N=5 tokens are not num_prefix_tokens=1 \+ a 2x3 grid"):
+        ro.attention_rollout([random_attention(1, 1, 5, seed=0)], TokenLayout(1, (2, 3)))
+    with pytest.raises(UsageError, match=r"N=5 tokens are not num_prefix_tokens=0 \+ a 2x2 grid"):
+        ro.mean_attention_distance([random_attention(1, 1, 5, seed=0)], TokenLayout(0, (2, 2)))
 
 
 # --- discarding ----------------------------------------------------------------------------------------
@@ -163,7 +167,7 @@ def distinct_matrix(n: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize(("n", "ratio"), [(5, 0.3), (6, 0.5), (10, 0.57)])
 def test_discard_zeroes_exactly_the_k_smallest_outside_the_cls_row(n, ratio):
     fused = distinct_matrix(n, seed=n)
-    out = ro.discard_smallest(fused, ratio, num_prefix_tokens=1)
+    out = ro.discard_smallest(fused, ratio, keep_cls_row=True)
     k = {(5, 0.3): 7, (6, 0.5): 18, (10, 0.57): 57}[(n, ratio)]  # floor(r * N^2), by hand
     assert int((out == 0).sum()) == k
     torch.testing.assert_close(out[:, 0], fused[:, 0])
@@ -175,40 +179,44 @@ def test_discard_zeroes_exactly_the_k_smallest_outside_the_cls_row(n, ratio):
 def test_discard_keeps_the_cls_row_even_when_it_holds_the_smallest_entries():
     fused = distinct_matrix(4, seed=0)
     fused[:, 0] = torch.tensor([0.01, 0.02, 0.03, 0.04], dtype=torch.float64)
-    out = ro.discard_smallest(fused, 0.25, num_prefix_tokens=1)
+    out = ro.discard_smallest(fused, 0.25, keep_cls_row=True)
     torch.testing.assert_close(out[:, 0], fused[:, 0])
     assert int((out == 0).sum()) == 4
-    assert ro.discard_smallest(fused, 1.0, num_prefix_tokens=1)[:, 1:].abs().sum() == 0  # capped at N^2 - N
+    assert ro.discard_smallest(fused, 1.0, keep_cls_row=True)[:, 1:].abs().sum() == 0  # capped at N^2 - N
 
 
 def test_discard_without_prefix_tokens_may_zero_row_zero():
     fused = distinct_matrix(4, seed=0)
     fused[:, 0] = torch.tensor([0.01, 0.02, 0.03, 0.04], dtype=torch.float64)
-    out = ro.discard_smallest(fused, 0.25, num_prefix_tokens=0)
+    out = ro.discard_smallest(fused, 0.25, keep_cls_row=False)
     assert (out[:, 0] == 0).all() and int((out == 0).sum()) == 4
 
 
 def test_rollout_discards_before_adding_identity():
     attn = random_attention(2, 2, 5, seed=3)
-    discarded = ro.discard_smallest(attn.amin(dim=1), 0.4, num_prefix_tokens=1)
-    rollout = ro.rollout_matrix([attn], num_prefix_tokens=1, head_fusion="min", discard_ratio=0.4)
+    discarded = ro.discard_smallest(attn.amin(dim=1), 0.4, keep_cls_row=True)
+    rollout = ro.rollout_matrix([attn], LAYOUT, head_fusion="min", discard_ratio=0.4)
     torch.testing.assert_close(rollout, a_hat(discarded))
 
 
-# --- cls_attention -------------------------------------------------------------------------------------
-def test_cls_attention_selects_layer_head_and_query():
+# --- raw attention -------------------------------------------------------------------------------------
+def test_raw_attention_selects_layer_head_and_query():
     attentions = [random_attention(2, 3, 7, seed) for seed in range(2)]  # 1 cls + 2x3 patches
-    out = ro.cls_attention(attentions, layer=1, head=2, num_prefix_tokens=1, grid_size=(2, 3))
+    layout = TokenLayout(1, (2, 3))
+    out = ro.raw_attention(attentions, layer=1, head=2, layout=layout, query=0)
     assert out.shape == (2, 2, 3)
     torch.testing.assert_close(out, attentions[1][:, 2, 0, 1:].reshape(2, 2, 3))
-    out = ro.cls_attention(attentions, -2, "max", num_prefix_tokens=1, grid_size=(2, 3), query=4)
+    torch.testing.assert_close(ro.raw_attention(attentions, 1, 2, layout), out)  # POOLED: the cls row here
+    out = ro.raw_attention(attentions, -2, "max", layout, query=4)
     torch.testing.assert_close(out, attentions[0].amax(dim=1)[:, 4, 1:].reshape(2, 2, 3))
+    averaged = ro.raw_attention(attentions, 0, "mean", TokenLayout(1, (2, 3), "avg"))  # the mean of the patch rows
+    torch.testing.assert_close(averaged, attentions[0].mean(dim=1)[:, 1:, 1:].mean(dim=1).reshape(2, 2, 3))
 
 
 # --- mean attention distance ---------------------------------------------------------------------------
 def test_mean_distance_of_self_attention_is_zero():
     attentions = [torch.eye(5).expand(2, 3, 5, 5)] * 2
-    dist = ro.mean_attention_distance(attentions, **LAYOUT, patch_size=16)
+    dist = ro.mean_attention_distance(attentions, LAYOUT, patch_size=16)
     assert dist.shape == (2, 3)
     torch.testing.assert_close(dist, torch.zeros(2, 3))
 
@@ -217,7 +225,7 @@ def test_mean_distance_uniform_on_2x2_grid_ignores_prefix():
     uniform = torch.full((1, 5, 5), 0.2)
     uniform[:, 1:, 0] = 0.6  # heavy attention to cls: dropped, the patch weights renormalised
     attn = torch.stack([torch.eye(5)[None], uniform], dim=1)  # head 0 local, head 1 uniform over patches
-    dist = ro.mean_attention_distance([attn], **LAYOUT, patch_size=16)
+    dist = ro.mean_attention_distance([attn], LAYOUT, patch_size=16)
     # from any corner of a 2x2 grid: distances 0, 1, 1, sqrt(2) patches
     torch.testing.assert_close(dist, torch.tensor([[0.0, 16 * (2 + math.sqrt(2)) / 4]]))
 
@@ -227,7 +235,7 @@ def test_mean_distance_uses_row_major_patch_order():
     attn[..., 3] = 1.0  # every patch attends to patch 3: (row 1, col 0) on a 2x3 grid
     coords = torch.tensor([[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]], dtype=torch.float)
     expected = (coords - coords[3]).norm(dim=-1).mean()
-    dist = ro.mean_attention_distance([attn], num_prefix_tokens=0, grid_size=(2, 3))
+    dist = ro.mean_attention_distance([attn], TokenLayout(0, (2, 3)))
     torch.testing.assert_close(dist, expected.reshape(1, 1))
 
 
@@ -250,11 +258,13 @@ class TinyBlock(nn.Module):
 
 class TinyViT(nn.Module):
     """Two blocks on a 2x3 patch grid (4x6 images, patch 2), dropout before the head; pool='token': a cls token
-    that the head reads, pool='avg': no cls token, the head reads the mean token (no `cfg`, like a foreign model)."""
+    that the head reads, pool='avg': no cls token, the head reads the mean token. It offers what the maps read
+    off a ViT (`TokenLayout.of`): num_prefix_tokens, patch_embed.grid_size and cfg.global_pool."""
 
     def __init__(self, dim: int = 8, heads: int = 2, classes: int = 3, pool: str = "token"):
         super().__init__()
         self.pool = pool
+        self.cfg = SimpleNamespace(global_pool=pool)
         self.num_prefix_tokens = 1 if pool == "token" else 0
         self.patch_embed = nn.Conv2d(3, dim, kernel_size=2, stride=2)
         self.patch_embed.grid_size = (2, 3)
@@ -392,12 +402,42 @@ def test_gradient_rollout_discards_per_layer_before_the_identity(tiny):
     grads = torch.autograd.grad(logits[:, 0].sum(), attentions)
     rollout = torch.eye(7).expand(2, 7, 7)
     for attn, grad in zip(attentions, grads, strict=True):
-        rollout = a_hat(ro.discard_smallest(layer_relevance(attn, grad), 0.5, num_prefix_tokens=1)) @ rollout
+        rollout = a_hat(ro.discard_smallest(layer_relevance(attn, grad), 0.5, keep_cls_row=True)) @ rollout
     out = ro.gradient_rollout(model, x, 0, discard_ratio=0.5)
     torch.testing.assert_close(out, rollout[:, 0, 1:].reshape(2, 2, 3))
 
 
-# --- a real ViT: its layout, and the explorer's per-image maps -----------------------------------------
+# --- a real ViT: its layout -----------------------------------------------------------------------------
+def test_token_layout_reads_the_model():
+    assert TokenLayout.of(tiny_vit(**MAPS_VIT)) == TokenLayout(1, (4, 4), "token")
+    assert TokenLayout.of(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")) == TokenLayout(0, (4, 4), "avg")
+    vit = VisionTransformer(ViTConfig(img_size=12, patch_size=3, in_chans=1, embed_dim=8, depth=1, num_heads=1))
+    x = torch.randn(2, 1, 12, 12)
+    _, attentions = vit(x, return_attention=True)
+    layout = TokenLayout.of(vit)
+    expected = ro.rollout_matrix(attentions, layout)[:, 0, 1:].reshape(2, 4, 4)
+    torch.testing.assert_close(ro.attention_rollout(attentions, layout), expected)
+
+
+def test_describe_token_and_token_patch():
+    grid = TokenLayout(1, (7, 7))
+    assert [grid.describe_token(q) for q in (0, 1, 9, 49)] == [
+        "cls",
+        "patch (0, 0)",
+        "patch (1, 1)",
+        "patch (6, 6)",
+    ]
+    assert [grid.token_patch(q) for q in (0, 1, 9, 49)] == [None, (0, 0), (1, 1), (6, 6)]
+    assert TokenLayout(0, (4, 4)).describe_token(0) == "patch (0, 0)"
+    assert TokenLayout(2, (4, 4)).describe_token(1) == "prefix 1"
+    assert TokenLayout(2, (3, 4)).describe_token(6) == "patch (1, 0)"
+    assert grid.describe_token(ro.POOLED) == "cls"
+    assert TokenLayout(1, (7, 7), "avg").describe_token(ro.POOLED) == "mean of patches"
+    assert TokenLayout(0, (4, 4)).describe_token(ro.POOLED) == "mean of patches"
+    assert grid.token_patch(ro.POOLED) is None
+
+
+# --- the explorer's per-image maps (vitnb.maps) ----------------------------------------------------------
 @pytest.fixture
 def model():
     return tiny_vit(**MAPS_VIT)
@@ -408,75 +448,62 @@ def dataset(toy):
     return toy(n=5, size=8, classes=3)
 
 
-def test_token_layout_reads_the_model():
-    assert ro.token_layout(tiny_vit(**MAPS_VIT)) == {"num_prefix_tokens": 1, "grid_size": (4, 4)}
-    assert ro.token_layout(tiny_vit(**MAPS_VIT, class_token=False, global_pool="avg")) == {
-        "num_prefix_tokens": 0,
-        "grid_size": (4, 4),
-    }
-    vit = VisionTransformer(ViTConfig(img_size=12, patch_size=3, in_chans=1, embed_dim=8, depth=1, num_heads=1))
-    x = torch.randn(2, 1, 12, 12)
-    _, attentions = vit(x, return_attention=True)
-    expected = ro.rollout_matrix(attentions, num_prefix_tokens=1)[:, 0, 1:].reshape(2, 4, 4)
-    torch.testing.assert_close(ro.attention_rollout(attentions, **ro.token_layout(vit)), expected)
-
-
-def test_raw_maps_equal_cls_attention(model, dataset):
-    cache = ro.forward_cache(model, *dataset[3])
+def test_raw_maps_equal_the_query_row(model, dataset):
+    cache = maps.forward_cache(model, *dataset[3])
     _, _, attentions = direct(model, dataset, 3)
     for head in (0, 1, "mean", "max"):
         for layer in (0, 2, -1):
             for query in (0, 5):
                 rows = attentions[layer][0, :, query, 1:]  # (heads, 16)
                 expected = rows.mean(0) if head == "mean" else rows.amax(0) if head == "max" else rows[head]
-                got = ro.attention_map(cache, layer, head, query)
+                got = maps.attention_map(cache, layer, head, query)
                 torch.testing.assert_close(got, expected.reshape(4, 4))
 
 
 def test_rollout_at_last_layer_equals_attention_rollout(model, dataset):
-    cache = ro.forward_cache(model, *dataset[2])
+    cache = maps.forward_cache(model, *dataset[2])
     _, _, attentions = direct(model, dataset, 2)
-    expected = ro.attention_rollout(attentions, num_prefix_tokens=1, grid_size=(4, 4))[0]
-    torch.testing.assert_close(ro.attention_map(cache, -1, "rollout"), expected)
-    torch.testing.assert_close(ro.attention_map(cache, 2, "rollout"), expected)
+    expected = ro.attention_rollout(attentions, TokenLayout(1, (4, 4)))[0]
+    torch.testing.assert_close(maps.attention_map(cache, -1, "rollout"), expected)
+    torch.testing.assert_close(maps.attention_map(cache, 2, "rollout"), expected)
 
 
 def test_rollout_uses_layers_up_to_the_chosen_one(model, dataset):
-    cache = ro.forward_cache(model, *dataset[1])
+    cache = maps.forward_cache(model, *dataset[1])
     _, _, attentions = direct(model, dataset, 1)
     for layer in (0, 1):
         for query in (0, 9):
-            expected = ro.rollout_matrix(attentions[: layer + 1], num_prefix_tokens=1)[0, query, 1:].reshape(4, 4)
-            torch.testing.assert_close(ro.attention_map(cache, layer, "rollout", query), expected)
+            expected = ro.rollout_matrix(attentions[: layer + 1], cache.layout)[0, query, 1:].reshape(4, 4)
+            torch.testing.assert_close(maps.attention_map(cache, layer, "rollout", query), expected)
 
 
 def test_gradient_rollout_map_ignores_layer_and_query(model, dataset):
-    cache = ro.forward_cache(model, *dataset[4])
+    cache = maps.forward_cache(model, *dataset[4])
     x, logits, _ = direct(model, dataset, 4)
     predicted = ro.gradient_rollout(model, x)[0]
-    torch.testing.assert_close(ro.attention_map(cache, -1, "gradient rollout"), predicted)
-    torch.testing.assert_close(ro.attention_map(cache, 0, "gradient rollout", query=7), predicted)
+    torch.testing.assert_close(maps.attention_map(cache, -1, "gradient rollout"), predicted)
+    torch.testing.assert_close(maps.attention_map(cache, 0, "gradient rollout", query=7), predicted)
     other = (int(logits.argmax()) + 1) % 3
     torch.testing.assert_close(
-        ro.attention_map(cache, 0, "gradient rollout", target=other), ro.gradient_rollout(model, x, other)[0]
+        maps.attention_map(cache, 0, "gradient rollout", target=other), ro.gradient_rollout(model, x, other)[0]
     )
 
 
 def test_cache_holds_logits_prediction_and_label(model, dataset):
-    cache = ro.forward_cache(model, *dataset[3])
+    cache = maps.forward_cache(model, *dataset[3])
     _, logits, attentions = direct(model, dataset, 3)
     torch.testing.assert_close(cache.logits, logits)
     assert cache.prediction == int(logits.argmax())
     assert cache.label == 0  # 3 % 3
     assert (cache.num_layers, cache.num_heads, cache.num_tokens) == (3, 2, 17)
-    assert cache.layout == {"num_prefix_tokens": 1, "grid_size": (4, 4)}
+    assert cache.layout == TokenLayout(1, (4, 4), "token")
     assert len(cache.attentions) == len(attentions)
 
 
 def test_forward_cache_restores_train_mode(dataset):
     model = tiny_vit(**MAPS_VIT).train()
     model.head.eval()  # a mixed state, which must come back exactly
-    ro.forward_cache(model, *dataset[0])
+    maps.forward_cache(model, *dataset[0])
     assert [m.training for m in model.modules()] == [m is not model.head for m in model.modules()]
 
 
@@ -493,9 +520,9 @@ def test_forward_cache_restores_train_mode(dataset):
     ],
 )
 def test_bad_arguments_are_rejected(model, dataset, bad, message):
-    cache = ro.forward_cache(model, *dataset[0])
-    with pytest.raises(ValueError, match=message):
-        ro.attention_map(cache, **(dict(layer=0, head="mean", query=0) | bad))
+    cache = maps.forward_cache(model, *dataset[0])
+    with pytest.raises(UsageError, match=message):
+        maps.attention_map(cache, **(dict(layer=0, head="mean", query=0) | bad))
 
 
 @pytest.mark.parametrize("class_token", [False, True])
@@ -504,43 +531,25 @@ def test_average_pooled_maps_read_the_mean_of_the_patch_rows(dataset, class_toke
     also when there is a cls token beside them; token indices still read single rows."""
     model = tiny_vit(**MAPS_VIT, class_token=class_token, global_pool="avg")
     p = int(class_token)
-    assert ro.head_options(2) == [0, 1, "mean", "max", "rollout", "gradient rollout"]
-    cache = ro.forward_cache(model, *dataset[0])
+    assert maps.head_options(2) == [0, 1, "mean", "max", "rollout", "gradient rollout"]
+    cache = maps.forward_cache(model, *dataset[0])
     x, _, attentions = direct(model, dataset, 0)
-    assert (cache.num_tokens, cache.global_pool) == (16 + p, "avg")
+    assert (cache.num_tokens, cache.layout.global_pool) == (16 + p, "avg")
     for layer in (0, 2):
         rows = attentions[layer][0, :, p:, p:]  # (heads, 16, 16): patch rows, patch columns
-        torch.testing.assert_close(ro.attention_map(cache, layer, 1), rows[1].mean(dim=0).reshape(4, 4))
-        torch.testing.assert_close(ro.attention_map(cache, layer, "max"), rows.amax(dim=0).mean(dim=0).reshape(4, 4))
+        torch.testing.assert_close(maps.attention_map(cache, layer, 1), rows[1].mean(dim=0).reshape(4, 4))
+        torch.testing.assert_close(maps.attention_map(cache, layer, "max"), rows.amax(dim=0).mean(dim=0).reshape(4, 4))
         rollout = loop_rollout([a.double() for a in attentions[: layer + 1]])[0]  # (N, N)
         torch.testing.assert_close(
-            ro.attention_map(cache, layer, "rollout"), rollout[p:, p:].mean(dim=0).reshape(4, 4).float()
+            maps.attention_map(cache, layer, "rollout"), rollout[p:, p:].mean(dim=0).reshape(4, 4).float()
         )
         torch.testing.assert_close(
-            ro.attention_map(cache, layer, "rollout", query=p + 5), rollout[p + 5, p:].reshape(4, 4).float()
+            maps.attention_map(cache, layer, "rollout", query=p + 5), rollout[p + 5, p:].reshape(4, 4).float()
         )
-    torch.testing.assert_close(ro.attention_map(cache, 0, "gradient rollout"), ro.gradient_rollout(model, x)[0])
+    torch.testing.assert_close(maps.attention_map(cache, 0, "gradient rollout"), ro.gradient_rollout(model, x)[0])
     with torch.no_grad():
         _, batch = model(x, return_attention=True)
     torch.testing.assert_close(
-        ro.attention_rollout(batch, **ro.token_layout(model), global_pool=ro.pooling(model))[0],
-        ro.attention_map(cache, -1, "rollout"),
+        ro.attention_rollout(batch, TokenLayout.of(model))[0],
+        maps.attention_map(cache, -1, "rollout"),
     )
-
-
-def test_describe_token_and_token_patch():
-    grid = {"num_prefix_tokens": 1, "grid_size": (7, 7)}
-    assert [ro.describe_token(q, **grid) for q in (0, 1, 9, 49)] == [
-        "cls",
-        "patch (0, 0)",
-        "patch (1, 1)",
-        "patch (6, 6)",
-    ]
-    assert [ro.token_patch(q, **grid) for q in (0, 1, 9, 49)] == [None, (0, 0), (1, 1), (6, 6)]
-    assert ro.describe_token(0, num_prefix_tokens=0, grid_size=(4, 4)) == "patch (0, 0)"
-    assert ro.describe_token(1, num_prefix_tokens=2, grid_size=(4, 4)) == "prefix 1"
-    assert ro.describe_token(6, num_prefix_tokens=2, grid_size=(3, 4)) == "patch (1, 0)"
-    assert ro.describe_token(ro.POOLED, **grid) == "cls"
-    assert ro.describe_token(ro.POOLED, **grid, global_pool="avg") == "mean of patches"
-    assert ro.describe_token(ro.POOLED, num_prefix_tokens=0, grid_size=(4, 4)) == "mean of patches"
-    assert ro.token_patch(ro.POOLED, **grid) is None

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from vitnb import VisionTransformer, preset, sincos_2d
+from vitnb.config import SERIES_PRESET
+from vitnb.errors import UsageError
 from vitnb.experiments import get_profile
 from vitnb.experiments.short_runs import (
     learned_positions_config,
@@ -16,7 +18,7 @@ from vitnb.experiments.short_runs import (
 
 def test_learned_positions_config_is_the_series_vit_with_a_learned_table():
     cfg = learned_positions_config()
-    assert cfg == preset("cpu_small").replace(pos_embed="learn")
+    assert cfg == preset(SERIES_PRESET).replace(pos_embed="learn")
 
 
 def test_sincos_tables_depend_only_on_the_offset():
@@ -37,7 +39,7 @@ def test_mirror_similarity_sees_a_left_right_symmetric_table():
     # odd width: the middle column is its own mirror and left out, not counted as a perfect match
     odd = torch.randn(1, 3 * 5, 16)
     assert mirror_similarity(odd, (3, 5), "left-right") < 0.5
-    with pytest.raises(ValueError, match="axis"):
+    with pytest.raises(UsageError, match="axis"):
         mirror_similarity(table, (4, 6), "diagonal")
 
 

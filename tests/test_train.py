@@ -13,16 +13,11 @@ from PIL import Image
 import vitnb
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
 from vitnb.cnn import PixelClassifier, resnet18, resnet_small
+from vitnb.config import TrainConfig
+from vitnb.evaluation import evaluate, predict
+from vitnb.optim import ModelEma, freeze_all_but_head, warmup_cosine
 from vitnb.runtime import cpu_has_fast_bf16, eval_mode, pick_device, resolve_precision, seed_everything
-from vitnb.train import (
-    ModelEma,
-    TrainConfig,
-    evaluate,
-    fit,
-    freeze_all_but_head,
-    predict,
-    warmup_cosine,
-)
+from vitnb.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
@@ -75,7 +70,6 @@ def test_training_learns_and_is_deterministic(toy):
         "time",
     ]
     assert history.column("epoch") == [1, 2, 3]
-    assert len(history.plot("toy").axes) == 3
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["plain", "ema"])
@@ -461,7 +455,7 @@ BAD_INPUT = {
             torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)), toy_images(), tmp_path
         ),
         ValueError,
-        "vitnb checkpoints hold a VisionTransformer, a ResNet or a PixelClassifier, not a Sequential",
+        "vitnb checkpoints hold a VisionTransformer, ResNet, PixelClassifier or MaskedAutoencoder, not a Sequential",
     ),
     "resume with another config of the same shapes": (
         lambda tmp_path: fit_quick(tiny_vit(drop_path_rate=0.1), toy_images(), tmp_path, resume=True),

@@ -11,7 +11,7 @@ from helpers import MAPS_VIT, direct, tiny_vit
 from matplotlib.figure import Figure
 from PIL import Image
 
-from vitnb import plotting
+from vitnb import maps, plotting
 from vitnb import rollout as ro
 from vitnb.widgets import PREDICTED, TEXT_FORM, AttentionExplorer, prediction_html, query_box, status_html
 
@@ -43,7 +43,7 @@ def dataset(toy):
 def test_controls_drive_the_map(model, dataset):
     explorer = AttentionExplorer(model, dataset, display_size=64)
     assert isinstance(explorer.widget, ipywidgets.Box)
-    assert (explorer.layer.min, explorer.layer.max) == (0, 2)
+    assert (explorer.layer.min, explorer.layer.max) == (0, 2) and explorer.layer.description == "block"
     assert [value for _, value in explorer.query.options] == [ro.POOLED, *range(17)]
     assert [name for name, _ in explorer.query.options][:3] == ["pooled: cls", "cls", "patch (0, 0)"]
     assert [value for _, value in explorer.head.options] == [0, 1, "mean", "max", "rollout", "gradient rollout"]
@@ -62,8 +62,7 @@ def test_controls_drive_the_map(model, dataset):
     torch.testing.assert_close(explorer.current_map, attentions[1][0, :, 0, 1:].amax(0).reshape(4, 4))
     explorer.layer.value = 2
     explorer.head.value = "rollout"
-    layout = ro.token_layout(model)
-    torch.testing.assert_close(explorer.current_map, ro.attention_rollout(attentions, **layout)[0])
+    torch.testing.assert_close(explorer.current_map, ro.attention_rollout(attentions, ro.TokenLayout.of(model))[0])
     explorer.head.value = "gradient rollout"
     torch.testing.assert_close(explorer.current_map, ro.gradient_rollout(model, x)[0])
     assert explorer.layer.disabled and explorer.query.disabled and not explorer.target.disabled
@@ -150,7 +149,7 @@ def test_texts_name_the_right_classes(model, dataset):
         explorer.image.value = i
         cache = explorer.cache
         assert explorer.prediction.value == prediction_html(cache, ["a", "b", "c"])
-    cache = ro.forward_cache(model, *dataset[4])  # label 1 = 'b'
+    cache = maps.forward_cache(model, *dataset[4])  # label 1 = 'b'
     pred = cache.prediction
     prob = float(cache.probabilities[pred])
     colour = "green" if pred == 1 else "crimson"
@@ -165,9 +164,9 @@ def test_status_text_describes_the_map():
     assert status_html(heat, "gradient rollout", 0, "cls", "a", "mean of patches") == (
         "<small>gradient rollout for class <b>a</b> (all layers, read at: mean of patches)" + tail
     )
-    assert status_html(heat, 1, 3, "cls", "a") == "<small>layer 3, head 1, attention of the cls token" + tail
+    assert status_html(heat, 1, 3, "cls", "a") == "<small>block 3, head 1, attention of the cls token" + tail
     assert status_html(heat, "max", 0, "patch (0, 1)", "a") == (
-        "<small>layer 0, max over heads, attention of the patch (0, 1) token" + tail
+        "<small>block 0, max over heads, attention of the patch (0, 1) token" + tail
     )
     assert (
         status_html(heat, "rollout", 2, "cls", "a") == "<small>rollout through blocks 0-2, row of the cls token" + tail
@@ -220,8 +219,9 @@ def test_average_pooled_model_shows_what_the_head_reads(dataset, class_token):
     assert explorer.query.options[0] == ("pooled: mean of patches", ro.POOLED)
     assert len(explorer.query.options) == 1 + 16 + p and len(explorer.query_grid.children) == 16
     x, _, attentions = direct(model, dataset, 0)
-    layout = ro.token_layout(model)
-    torch.testing.assert_close(explorer.current_map, ro.attention_rollout(attentions, **layout, global_pool="avg")[0])
+    layout = ro.TokenLayout.of(model)
+    assert layout.global_pool == "avg"
+    torch.testing.assert_close(explorer.current_map, ro.attention_rollout(attentions, layout)[0])
     explorer.head.value = "mean"
     torch.testing.assert_close(explorer.current_map, attentions[-1][0, :, p:, p:].mean(0).mean(0).reshape(4, 4))
     explorer.head.value = "gradient rollout"
@@ -240,8 +240,9 @@ def test_static_figure_and_display(model, dataset, monkeypatch):
     assert fig._suptitle.get_text() == (
         f"image 4: true b, predicted {predicted}; query = patch (1, 1); each map min-max scaled"
     )
-    heat = torch.from_numpy(np.asarray(fig.axes[6 + 3].images[1].get_array()))  # layer 1, 'mean'
-    torch.testing.assert_close(heat, plotting.upsampled_heat(ro.attention_map(cache, 1, "mean", 6), (8, 8)))
+    shown = fig.axes[6 + 3].images[1]  # block 1, 'mean'
+    heat = torch.from_numpy(np.asarray(shown.norm(shown.get_array()), dtype=np.float32))  # as drawn: min-max scaled
+    torch.testing.assert_close(heat, plotting.upsampled_heat(maps.attention_map(cache, 1, "mean", 6), (8, 8)))
 
     bundle = explorer._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id

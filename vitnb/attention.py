@@ -2,8 +2,8 @@
 
 Two paths compute the same thing: `F.scaled_dot_product_attention` (fast, fused) and an explicit
 softmax(q k^T * scale) v that can also return the post-softmax weights. The explicit path also serves bf16
-autocast on the CPU, where it made a whole training step 1.4x faster than SDPA (298 vs 209 img/s for the
-`cpu` preset at batch 256 on an AVX512-BF16 CPU, torch 2.14).
+autocast on the CPU, where a whole training step runs faster with it than with SDPA (benchmarks/RESULTS.md,
+"Training throughput").
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .errors import UsageError
 
-def sdpa_is_slower() -> bool:
+__all__ = ["Attention"]
+
+
+def _sdpa_is_slower() -> bool:
     """True under bf16 autocast on the CPU, where PyTorch's fused SDPA is slower than matmul + softmax."""
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
@@ -25,7 +29,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, lsa: bool = False):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+            raise UsageError(f"dim={dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -44,7 +48,7 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         n = x.shape[1]
         mask = ~torch.eye(n, dtype=torch.bool, device=x.device) if self.lsa else None  # True = may attend
-        if return_attention or (x.device.type == "cpu" and sdpa_is_slower()):
+        if return_attention or (x.device.type == "cpu" and _sdpa_is_slower()):
             scores = (q * self.scale()) @ k.transpose(-2, -1)  # (B, H, N, N)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))

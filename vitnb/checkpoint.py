@@ -1,7 +1,7 @@
 """Checkpoints: one format for every model kind, plain dicts loadable with `torch.load(weights_only=True)`.
 
-    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet" | "pixels", "config": dict, "model": state_dict,
-     "data": {"name", "classes", "image_shape", "mean", "std"} or None,
+    {"format": "vitnb", "version": 1, "kind": "vit" | "resnet" | "pixels" | "mae", "config": dict,
+     "model": state_dict, "data": {"name", "classes", "image_shape", "mean", "std"} or None,
      # runs written by fit(checkpoint=...) add: "optimizer", "scheduler", "epoch", "history", "rng",
      # "loader", "train_config", "precision", "world_size"; with ema_decay > 0 also "raw_model" (the
      # trained weights) and "ema_steps" (optimizer steps averaged), to resume}
@@ -28,23 +28,43 @@ from .cnn import PixelClassifier, ResNet
 from .data import as_image_dataset
 from .errors import UsageError
 from .io import atomic_write, save_tensors
+from .mae import MaskedAutoencoder
 from .model import VisionTransformer
 
+__all__ = [
+    "CLASSIFIERS",
+    "FORMAT",
+    "KINDS",
+    "MODELS",
+    "VERSION",
+    "build_model",
+    "check_compatible",
+    "check_resumable",
+    "checkpoint_header",
+    "data_info",
+    "export_safetensors",
+    "load_checkpoint",
+    "load_model",
+    "model_kind",
+    "save_model",
+]
+
 FORMAT, VERSION = "vitnb", 1
-MODELS = (VisionTransformer, ResNet, PixelClassifier)  # every model kind a checkpoint can hold
+CLASSIFIERS = (VisionTransformer, ResNet, PixelClassifier)  # the kinds that are `ImageClassifier`s
+MODELS = (*CLASSIFIERS, MaskedAutoencoder)  # every model kind a checkpoint can hold
 KINDS = {cls.kind: cls for cls in MODELS}  # kind -> model class
 EXPECTED = "expected a file written by vitnb.save_model / fit(checkpoint=...)"
 
 
 # --- writing -------------------------------------------------------------------------------------
 def model_kind(model: nn.Module) -> str:
-    """'vit', 'resnet' or 'pixels'; a UsageError for a model this format cannot rebuild."""
+    """'vit', 'resnet', 'pixels' or 'mae'; a UsageError for a model this format cannot rebuild."""
     for kind, cls in KINDS.items():
         if isinstance(model, cls):
             return kind
     raise UsageError(
-        f"vitnb checkpoints hold a VisionTransformer, a ResNet or a PixelClassifier, not a {type(model).__name__}; "
-        f"save another module's weights with torch.save(model.state_dict(), path)"
+        f"vitnb checkpoints hold a {', '.join(cls.__name__ for cls in MODELS[:-1])} or {MODELS[-1].__name__}, "
+        f"not a {type(model).__name__}; save another module's weights with torch.save(model.state_dict(), path)"
     )
 
 
@@ -66,7 +86,7 @@ def checkpoint_header(model: nn.Module, dataset=None) -> dict:
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, dataset=None, **extra) -> Path:
-    """Save a ViT or ResNet with its config (and `dataset`'s name, classes and preprocessing, if given)."""
+    """Save any vitnb model with its config (and `dataset`'s name, classes and preprocessing, if given)."""
     return save_tensors(path, {**checkpoint_header(model, dataset), "model": model.state_dict(), **extra})
 
 
@@ -171,11 +191,52 @@ def load_model(
         raise _not_a_checkpoint(
             Path(path), f"its config and weights do not make a {ckpt['kind']}: {_brief(err)}"
         ) from err
+    if (num_classes is not None or img_size is not None) and not isinstance(model, CLASSIFIERS):
+        raise UsageError(
+            f"{path} holds a {type(model).__name__}, not an image classifier: num_classes and img_size apply to "
+            f"classifiers; load it without them"
+        )
     if num_classes is not None:
         model.reset_classifier(num_classes)
     if img_size is not None and img_size != model.cfg.img_size:
         model.set_input_size(img_size)
     return model.eval(), ckpt
+
+
+def check_resumable(state: dict, model: nn.Module, path: str | os.PathLike, ema_decay: float = 0.0) -> None:
+    """Raise a UsageError unless `state`, a checkpoint written by fit, can resume training `model`: a model of
+    exactly this kind and config, the training state, and a moving average of the weights if and only if
+    `ema_decay` > 0 (the run's TrainConfig.ema_decay)."""
+    kind = model_kind(model)
+    try:
+        saved = KINDS[state["kind"]].config_class.from_dict(state["config"]).to_dict()  # defaults filled in
+    except (TypeError, ValueError):
+        saved = state["config"]
+    ours = model.cfg.to_dict()
+    if state["kind"] != kind or saved != ours:
+        keys = sorted(set(saved) | set(ours))
+        diff = ", ".join(
+            f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} here" for k in keys if saved.get(k) != ours.get(k)
+        )
+        raise UsageError(
+            f"cannot resume from {path}: it holds a {state['kind']} model of another config than this {kind} ({diff}); "
+            f"pass the model it was trained with (vitnb.load_model rebuilds it) or write to another checkpoint path"
+        )
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "history", "rng") if k not in state]
+    if missing:
+        raise UsageError(
+            f"cannot resume from {path}: it holds a model but no training state ({', '.join(missing)}); "
+            f"it was written by save_model, not fit(checkpoint=...). To train from its weights, "
+            f"load them with vitnb.load_model and fit without resume=True"
+        )
+    averaged = "raw_model" in state
+    if averaged != (ema_decay > 0):
+        had = "with a moving average of the weights" if averaged else "without a moving average of the weights"
+        raise UsageError(
+            f"cannot resume from {path}: it was trained {had}, this run has ema_decay={ema_decay}; "
+            f"resume with the ema_decay of its train_config ({state.get('train_config', {}).get('ema_decay', 0.0)}) "
+            f"or write to another checkpoint path"
+        )
 
 
 def check_compatible(ckpt: dict, dataset) -> None:
@@ -184,6 +245,8 @@ def check_compatible(ckpt: dict, dataset) -> None:
     Compares the class names (for checkpoints without them, the number of classes), the channels and,
     for models of a fixed input size, the image size. To finetune on other classes: `load_model(path, num_classes=N)`.
     """
+    if not issubclass(KINDS[ckpt["kind"]], CLASSIFIERS):
+        raise UsageError(f"the checkpoint holds a {ckpt['kind']} model, which predicts no classes")
     dataset = as_image_dataset(dataset)
     config, data = ckpt["config"], ckpt.get("data") or {}
     trained_on = f"the checkpoint's model was trained on {data.get('name') or 'a data set'}"

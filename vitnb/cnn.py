@@ -6,7 +6,7 @@ max-pool, so the four stages see 28 -> 28 -> 14 -> 7 -> 4 pixels.
 
 - `resnet18()`: the standard widths (64, 128, 256, 512) and two basic blocks per stage, 11.2M parameters.
 - `resnet_small()`: widths (16, 32, 64, 128) and one block per stage, 0.3M parameters, sized to match the
-  series' ViT (`cpu_small`) in parameters; its training step is a little cheaper than the ViT's.
+  series' ViT in parameters; its training step is a little cheaper than the ViT's.
 
 `PixelClassifier` is the floor: logistic regression on the pixels.
 """
@@ -21,6 +21,8 @@ from torchvision.models.resnet import BasicBlock
 
 from .config import DictConfig
 from .errors import UsageError
+
+__all__ = ["CNNConfig", "PixelClassifier", "PixelConfig", "ResNet", "resnet18", "resnet_small"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class CNNConfig(DictConfig):
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "depths", tuple(self.depths))
         if len(self.widths) != 4 or len(self.depths) != 4 or min(self.widths + self.depths) < 1:
-            raise ValueError(
+            raise UsageError(
                 f"CNNConfig needs four positive stage widths and depths, got widths={self.widths}, depths={self.depths}"
             )
 

@@ -6,6 +6,22 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import UsageError
 
+__all__ = [
+    "CONV_STEMS",
+    "GLOBAL_POOLS",
+    "NORM_PLACEMENTS",
+    "POS_EMBEDS",
+    "PRECISIONS",
+    "PRESETS",
+    "SERIES_PRESET",
+    "STEMS",
+    "DictConfig",
+    "TrainConfig",
+    "ViTConfig",
+    "parse_vit_changes",
+    "preset",
+]
+
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos", "none")
 NORM_PLACEMENTS = ("pre", "post")
@@ -58,24 +74,24 @@ class TrainConfig(DictConfig):
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise UsageError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.epochs > 0:
-            raise ValueError(f"TrainConfig.epochs must be positive, got {self.epochs!r}")
+            raise UsageError(f"TrainConfig.epochs must be positive, got {self.epochs!r}")
         for name in ("batch_size", "eval_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+                raise UsageError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if not isinstance(self.crop_pad, int) or self.crop_pad < 0:
-            raise ValueError(f"TrainConfig.crop_pad must be an int >= 0, got {self.crop_pad!r}")
+            raise UsageError(f"TrainConfig.crop_pad must be an int >= 0, got {self.crop_pad!r}")
         if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+            raise UsageError(f"TrainConfig.lr must be positive, got {self.lr}")
         decay = self.ema_decay
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0.0 <= decay < 1.0:
-            raise ValueError(
+            raise UsageError(
                 f"TrainConfig.ema_decay must be in [0, 1) (0 turns the weight average off, e.g. 0.999 averages "
                 f"about the last 1000 steps), got {self.ema_decay!r}"
             )
         if not isinstance(self.eval_flip, bool):
-            raise ValueError(f"TrainConfig.eval_flip must be True or False, got {self.eval_flip!r}")
+            raise UsageError(f"TrainConfig.eval_flip must be True or False, got {self.eval_flip!r}")
 
 
 @dataclass(frozen=True)
@@ -113,16 +129,16 @@ class ViTConfig(DictConfig):
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "stem_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ViTConfig.{name} must be a positive int, got {value!r}")
+                raise UsageError(f"ViTConfig.{name} must be a positive int, got {value!r}")
         if self.num_classes < 0:
-            raise ValueError(f"ViTConfig.num_classes must be >= 0 (0 = no head), got {self.num_classes}")
+            raise UsageError(f"ViTConfig.num_classes must be >= 0 (0 = no head), got {self.num_classes}")
         if self.img_size % self.patch_size:
-            raise ValueError(
+            raise UsageError(
                 f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}; "
                 f"choose a patch size that divides the image (e.g. {_divisors(self.img_size)})"
             )
         if self.embed_dim % self.num_heads:
-            raise ValueError(
+            raise UsageError(
                 f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
                 f"each head needs embed_dim / num_heads channels"
             )
@@ -131,11 +147,11 @@ class ViTConfig(DictConfig):
         _check_choice("norm", self.norm, NORM_PLACEMENTS)
         _check_choice("stem", self.stem, STEMS)
         if self.global_pool == "token" and not self.class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
+            raise UsageError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
         if self.stem in CONV_STEMS and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
-            raise ValueError(f"stem={self.stem!r} needs a power-of-two patch_size >= 2, got {self.patch_size}")
+            raise UsageError(f"stem={self.stem!r} needs a power-of-two patch_size >= 2, got {self.patch_size}")
         if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+            raise UsageError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
     @property
     def grid_size(self) -> int:
@@ -149,7 +165,7 @@ class ViTConfig(DictConfig):
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"ViTConfig.{name} must be one of {choices}, got {value!r}")
+        raise UsageError(f"ViTConfig.{name} must be one of {choices}, got {value!r}")
 
 
 def _divisors(n: int) -> list[int]:
@@ -167,18 +183,20 @@ PRESETS: dict[str, ViTConfig] = {
     "cpu_p7": ViTConfig(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3),
 }
 
-# The series' ViT: a plain ViT (patch embedding, patch 4, 7x7 tokens) narrow and shallow enough to train to
-# about 89% Fashion-MNIST test accuracy in minutes on a 2-core CPU, with average pooling and sin-cos positions,
+SERIES_PRESET = "cpu_small"  # the series' ViT: the model the notebooks, the CLI's default and the benchmarks train
+
+# The series' ViT: a plain ViT (patch embedding, patch 4, 7x7 tokens) narrow and shallow enough to train on
+# Fashion-MNIST in minutes on a 2-core CPU (benchmarks/RESULTS.md), with average pooling and sin-cos positions,
 # which learn faster than a cls token and learned positions in short runs (notebook 08).
-PRESETS["cpu_small"] = PRESETS["cpu"].replace(
+PRESETS[SERIES_PRESET] = PRESETS["cpu"].replace(
     embed_dim=96, depth=4, num_heads=4, mlp_ratio=2.0, class_token=False, global_pool="avg", pos_embed="sincos"
 )
 
 # A hybrid, as in the ViT paper: a small ResNet's stages (16 channels at full resolution, then 32 and 64) turn
 # the image into the cpu preset's 7x7 tokens, for one transformer block (width 96, 3 heads, MLP ratio 2) with
-# average pooling and sin-cos positions. Each further block makes a training step about a quarter slower, and
-# in a 10-minute budget the epochs it costs are worth more than the block (benchmarks/fmnist_time_to_accuracy.py
-# trains it; benchmarks/RESULTS.md compares depths 1-3).
+# average pooling and sin-cos positions. Each further block makes a training step slower, and in a 10-minute
+# budget the epochs it costs are worth more than the block (benchmarks/fmnist_time_to_accuracy.py trains it;
+# benchmarks/RESULTS.md compares depths 1-3).
 PRESETS["cpu_hybrid"] = PRESETS["cpu"].replace(
     embed_dim=96,
     depth=1,
@@ -194,5 +212,31 @@ PRESETS["cpu_hybrid"] = PRESETS["cpu"].replace(
 def preset(name: str, **changes) -> ViTConfig:
     """A named preset (one of `PRESETS`), optionally with some fields changed."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**changes)
+
+
+def parse_vit_changes(texts) -> dict:
+    """ViTConfig fields given as KEY=VALUE text (the CLI's `--model-opt`), each value cast to its field's type:
+    ['depth=4', 'qkv_bias=false', 'init_values=none'] -> {'depth': 4, 'qkv_bias': False, 'init_values': None}.
+    A UsageError names a text that is not KEY=VALUE, not a field, or not a value of the field's type."""
+    types = {f.name: str(f.type) for f in fields(ViTConfig)}  # 'int', 'float', 'bool', 'str', 'float | None'
+    casts = {"int": int, "float": float, "str": str}
+    changes = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise UsageError(f"expected KEY=VALUE, got {text!r}")
+        if key not in types:
+            raise UsageError(f"{key!r} is not a ViTConfig field; fields: {', '.join(types)}")
+        type_name = types[key]
+        if "None" in type_name and value.lower() == "none":
+            changes[key] = None
+        elif type_name == "bool" and value.lower() in ("true", "false"):
+            changes[key] = value.lower() == "true"
+        else:
+            try:
+                changes[key] = casts[type_name.split(" ")[0]](value)
+            except (KeyError, ValueError):
+                raise UsageError(f"{key} takes a value of type {type_name}, got {value!r}") from None
+    return changes

@@ -16,9 +16,22 @@ import torch
 from torch import nn
 
 from .config import ViTConfig, preset
+from .errors import UsageError
 from .model import VisionTransformer
 
-TIMM_FIELDS = (
+__all__ = [
+    "TORCHVISION_VITS",
+    "config_from_timm",
+    "from_timm",
+    "hub_reachable",
+    "load_torchvision_vit",
+    "timm_kwargs",
+    "torchvision_vit_state_dict",
+    "vitnb_from_timm",
+    "vitnb_from_torchvision",
+]
+
+_TIMM_FIELDS = (
     "img_size",
     "patch_size",
     "in_chans",
@@ -40,14 +53,14 @@ def timm_kwargs(cfg: ViTConfig) -> dict:
     """Arguments for timm's `VisionTransformer` that build the same architecture as `cfg`.
 
     Only plain-ViT configs have a timm twin: post-norm, the conv/SPT stems, LSA and fixed sin-cos
-    embeddings are vitnb's notebook-08 options, and raise a ValueError.
+    embeddings are vitnb's notebook-08 options, and raise a UsageError.
     """
     if cfg.norm != "pre" or cfg.stem != "patch" or cfg.lsa or cfg.pos_embed == "sincos":
-        raise ValueError(
+        raise UsageError(
             "timm's VisionTransformer has no post-norm, conv/SPT stem, LSA or fixed sin-cos option; "
             f"got norm={cfg.norm!r}, stem={cfg.stem!r}, lsa={cfg.lsa}, pos_embed={cfg.pos_embed!r}"
         )
-    return {name: getattr(cfg, name) for name in TIMM_FIELDS}
+    return {name: getattr(cfg, name) for name in _TIMM_FIELDS}
 
 
 # --- timm -----------------------------------------------------------------------------------------
@@ -68,14 +81,14 @@ def from_timm(name: str, pretrained: bool = False, **kwargs) -> VisionTransforme
 
     `timm.create_model(name, pretrained=pretrained, **kwargs)` builds the timm model, so timm's options
     apply (`num_classes=10`, `img_size=...`, `pretrained_cfg_overlay=dict(file=PATH)` for local weights).
-    Raises a ValueError naming what vitnb lacks for a model that is not a plain ViT (e.g. 'resnet18',
+    Raises a UsageError naming what vitnb lacks for a model that is not a plain ViT (e.g. 'resnet18',
     register tokens, QK-norm), and a ConnectionError saying how to supply a local file when
     `pretrained=True` cannot download the weights.
     """
     import timm
 
     if not timm.is_model(name):
-        raise ValueError(f"timm has no model {name!r}; list the ViTs with timm.list_models('vit_*')")
+        raise UsageError(f"timm has no model {name!r}; list the ViTs with timm.list_models('vit_*')")
     try:
         timm_model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except OSError as err:  # URLError, huggingface_hub's LocalEntryNotFoundError, socket errors
@@ -84,8 +97,8 @@ def from_timm(name: str, pretrained: bool = False, **kwargs) -> VisionTransforme
         raise ConnectionError(_timm_download_help(name, err)) from err
     try:
         return vitnb_from_timm(timm_model)
-    except ValueError as err:
-        raise ValueError(f"timm model {name!r}: {err}") from None
+    except UsageError as err:
+        raise UsageError(f"timm model {name!r}: {err}") from None
 
 
 def _timm_download_help(name: str, err: OSError) -> str:
@@ -104,24 +117,24 @@ def config_from_timm(timm_model: nn.Module) -> ViTConfig:
     """The `ViTConfig` of a timm `VisionTransformer` (the inverse of `timm_kwargs`).
 
     The config read from the model is built again as timm's twin (`timm_kwargs`); every module,
-    parameter or attribute in which the two differ is a part vitnb's model lacks, and a ValueError lists them.
+    parameter or attribute in which the two differ is a part vitnb's model lacks, and a UsageError lists them.
     """
     from timm.models.vision_transformer import Attention, Block, Mlp
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     if type(timm_model) is not TimmViT:
-        raise ValueError(
+        raise UsageError(
             f"vitnb converts timm's plain VisionTransformer (vit_*_patch*_* models), not {type(timm_model).__name__}"
         )
     plain = (Block, Attention, Mlp)
     kinds = {(type(b), type(getattr(b, "attn", None)), type(getattr(b, "mlp", None))) for b in timm_model.blocks}
     if kinds != {plain}:
         names = sorted("/".join(t.__name__ for t in kind) for kind in kinds)
-        raise ValueError(f"vitnb's blocks are timm's Block/Attention/Mlp; this model's blocks are {names}")
+        raise UsageError(f"vitnb's blocks are timm's Block/Attention/Mlp; this model's blocks are {names}")
     block, patch_embed = timm_model.blocks[0], timm_model.patch_embed
     for field in ("img_size", "patch_size"):
         if len(set(getattr(patch_embed, field))) != 1:
-            raise ValueError(f"vitnb's ViT needs a square {field}, got {getattr(patch_embed, field)}")
+            raise UsageError(f"vitnb's ViT needs a square {field}, got {getattr(patch_embed, field)}")
     drop_path = getattr(timm_model.blocks[-1].drop_path1, "drop_prob", 0.0)
     cfg = ViTConfig(
         img_size=patch_embed.img_size[0],
@@ -148,7 +161,7 @@ def config_from_timm(timm_model: nn.Module) -> ViTConfig:
         if ours.get(name) != theirs.get(name)
     }
     if differences:
-        raise ValueError(
+        raise UsageError(
             "vitnb's ViT lacks parts of this timm model (timm's -> what vitnb would need):\n  "
             + "\n  ".join(sorted(differences))
         )
@@ -170,7 +183,7 @@ def vitnb_from_timm(timm_model: nn.Module) -> VisionTransformer:
     """A vitnb `VisionTransformer` holding a timm ViT's weights, in eval mode, checked to give its logits.
 
     The state dict loads with `strict=True`; both models then classify the same random image and any
-    logit gap above float32 rounding is a ValueError (a timm feature the config check did not see).
+    logit gap above float32 rounding is a UsageError (a timm feature the config check did not see).
     """
     cfg = config_from_timm(timm_model)
     param = next(timm_model.parameters())
@@ -184,7 +197,7 @@ def vitnb_from_timm(timm_model: nn.Module) -> VisionTransformer:
     timm_model.train(was_training)
     if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         gap = (got - expected).abs().max().item()
-        raise ValueError(f"vitnb's logits differ from timm's by up to {gap:.3g}: the timm model has a part vitnb lacks")
+        raise UsageError(f"vitnb's logits differ from timm's by up to {gap:.3g}: the timm model has a part vitnb lacks")
     return model
 
 
@@ -228,7 +241,7 @@ def torchvision_vit_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
                 out[prefix + new + rest[len(old) :]] = value
                 break
         else:
-            raise ValueError(
+            raise UsageError(
                 f"unexpected key {key!r} in a torchvision ViT state dict (pre_logits heads are not supported)"
             )
     return out
@@ -247,7 +260,7 @@ def load_torchvision_vit(
     import torchvision
 
     if name not in TORCHVISION_VITS:
-        raise ValueError(f"unsupported torchvision model {name!r}; choose one of {sorted(TORCHVISION_VITS)}")
+        raise UsageError(f"unsupported torchvision model {name!r}; choose one of {sorted(TORCHVISION_VITS)}")
     if weights_path is not None:
         state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     elif weights is None:
@@ -255,7 +268,7 @@ def load_torchvision_vit(
     else:
         choices = torchvision.models.get_model_weights(name)
         if not isinstance(weights, choices) and weights not in ("DEFAULT", *choices.__members__):
-            raise ValueError(
+            raise UsageError(
                 f"unknown weights {weights!r} for {name}; choose one of {['DEFAULT', *choices.__members__]}"
             )
         entry = choices.verify(weights)

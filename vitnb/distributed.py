@@ -36,7 +36,22 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .errors import UsageError
 from .runtime import pick_device
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "default_timeout",
+    "env_rank",
+    "fit_session",
+    "init_distributed",
+    "is_distributed_error",
+    "launched",
+    "leave",
+    "lost_contact",
+    "process_group",
+    "report_to_torchrun",
+]
 
 DEFAULT_TIMEOUT = 300.0  # seconds; $VITNB_DIST_TIMEOUT overrides it
 
@@ -61,7 +76,7 @@ def default_timeout() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ValueError(f"VITNB_DIST_TIMEOUT must be a number of seconds > 0, got {text!r}")
+        raise UsageError(f"VITNB_DIST_TIMEOUT must be a number of seconds > 0, got {text!r}")
     return value
 
 

@@ -7,6 +7,8 @@ from torch import nn
 
 from .attention import Attention
 
+__all__ = ["Block", "DropPath", "LayerScale", "Mlp"]
+
 
 class Mlp(nn.Module):
     """Linear -> exact GELU -> Linear, hidden width = mlp_ratio * dim."""

@@ -19,7 +19,29 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .io import save_tensors
+
+__all__ = [
+    "BATCH",
+    "BURN_IN",
+    "CLIP_STD",
+    "IFS",
+    "ITERATIONS",
+    "JITTER",
+    "MARGIN",
+    "MAX_LYAPUNOV",
+    "MAX_MAPS",
+    "MIN_MAPS",
+    "NUM_POINTS",
+    "SUPERSAMPLE",
+    "WHITE_DENSITY",
+    "dataset",
+    "load_or_make_corpus",
+    "make_corpus",
+    "render",
+    "sample_categories",
+]
 
 MIN_MAPS, MAX_MAPS = 2, 7
 MAX_LYAPUNOV = -0.3  # keep systems whose random map products shrink by >= e^0.3 per step on average
@@ -209,11 +231,11 @@ def make_corpus(
 
 
 def _check_args(**args: int) -> None:
-    """Raise ValueError unless every argument is a positive int (seed may also be 0)."""
+    """Raise a UsageError unless every argument is a positive int (seed may also be 0)."""
     for name, value in args.items():
         smallest = 0 if name == "seed" else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
-            raise ValueError(f"{name} must be an int >= {smallest}, got {value!r}")
+            raise UsageError(f"{name} must be an int >= {smallest}, got {value!r}")
 
 
 def load_or_make_corpus(

@@ -1,8 +1,10 @@
 """The model interface: what the trainer, the checkpoint and the maps may rely on in a vitnb model.
 
-Every model that vitnb trains and saves (`VisionTransformer`, `ResNet`, `PixelClassifier`) offers the
-attributes of `ImageClassifier`; nothing else about a model is probed. `check_data` says, before training or
-evaluating, whether a data set fits a model.
+Every classifier that vitnb trains and saves (`VisionTransformer`, `ResNet`, `PixelClassifier`) offers the
+attributes of `ImageClassifier`; nothing else about a model is probed. The masked autoencoder
+(`vitnb.mae.MaskedAutoencoder`) is saved like them (kind, config_class, cfg) but is no classifier: it has no
+head, and the trainer neither shape-checks its data nor reads its labels. `check_data` says, before training
+or evaluating, whether a data set fits a model.
 """
 
 from __future__ import annotations

@@ -1,32 +1,58 @@
 """Masked-autoencoder pretraining (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners").
 
 Hide most patches of an image, encode only the visible ones with a `VisionTransformer`, and ask a light
-decoder to paint the hidden ones back. No labels are used. The encoder is the ViT module itself, so after
-pretraining `mae.encoder.state_dict()` loads by name into a classifier of the same config (its head, unused
-here, is the only part left untrained):
+decoder to paint the hidden ones back. No labels are used. The encoder is a ViT module (`mae.encoder`), so after
+pretraining its state dict loads by name into a classifier of the same config (its head, unused here, is the
+only part left untrained):
 
-    vit = VisionTransformer(cfg)
-    mae = MaskedAutoencoder(vit)
-    pretrain_mae(mae, fashion_mnist(train=True), epochs=10)
-    classifier = VisionTransformer(cfg); classifier.load_state_dict(vit.state_dict())
+    mae = MaskedAutoencoder(MAEConfig(encoder=preset(SERIES_PRESET)))
+    pretrain_mae(mae, fashion_mnist(train=True), epochs=10)     # vitnb.pretrain: through vitnb.train.fit
+    classifier = VisionTransformer(preset(SERIES_PRESET)); classifier.load_state_dict(mae.encoder.state_dict())
+
+A `MaskedAutoencoder` is saved and loaded like every vitnb model (checkpoint kind "mae"); it is not an
+image classifier (no head of its own).
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .data import BatchLoader, ImageTensorDataset
+from .config import DictConfig, ViTConfig
 from .encoder import Block
+from .errors import UsageError
 from .model import VisionTransformer
 from .patches import PatchEmbed, patchify, unpatchify
 from .position import sincos_2d
-from .runtime import eval_mode, pick_device, seed_everything
-from .train import make_optimizer, make_scheduler, total_steps
+
+__all__ = ["MAEConfig", "MaskedAutoencoder", "random_masking"]
+
+
+@dataclass(frozen=True)
+class MAEConfig(DictConfig):
+    """A masked autoencoder: its encoder's `ViTConfig` and the decoder and masking around it.
+
+    encoder: the ViT that sees the visible patches (a dict is read with `ViTConfig.from_dict`, as in checkpoints).
+    decoder_dim, decoder_depth, decoder_heads: width, blocks and heads of the decoder transformer.
+    mask_ratio: fraction of patches hidden from the encoder (round(N * (1 - ratio)) stay visible).
+    norm_pix_loss: regress each patch's pixels standardised by that patch's own mean and variance.
+    """
+
+    encoder: ViTConfig
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", ViTConfig.from_dict(self.encoder))
+        if not isinstance(self.encoder, ViTConfig):
+            raise UsageError(f"MAEConfig.encoder must be a ViTConfig, got {type(self.encoder).__name__}")
 
 
 def random_masking(n: int, num_keep: int, batch: int, generator: torch.Generator | None = None, device=None):
@@ -53,53 +79,53 @@ def _gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 class MaskedAutoencoder(nn.Module):
     """A ViT encoder that sees only the visible patches and a light decoder that predicts the hidden pixels.
 
-    encoder: a `VisionTransformer` with the plain patch stem and learned or sin-cos positions; used in place
-        (its patch_embed, cls_token, pos_embed, blocks and final norm), not copied.
-    decoder_dim, decoder_depth, decoder_heads: width, blocks and heads of the decoder transformer.
-    mask_ratio: fraction of patches hidden from the encoder (round(N * (1 - ratio)) stay visible).
-    norm_pix_loss: regress each patch's pixels standardised by that patch's own mean and variance.
+    `mae.encoder` is a `VisionTransformer` built from cfg.encoder, which needs the plain patch stem and learned
+    or sin-cos positions; the autoencoder uses its patch_embed, cls_token, pos_embed, blocks and final norm.
+    `mae(images)` returns (loss, pred, mask); see `forward`.
     """
 
-    def __init__(
-        self,
-        encoder: VisionTransformer,
-        decoder_dim: int = 64,
-        decoder_depth: int = 2,
-        decoder_heads: int = 4,
-        mask_ratio: float = 0.75,
-        norm_pix_loss: bool = True,
-    ):
+    kind: ClassVar[str] = "mae"  # the checkpoint's name for the family
+    config_class: ClassVar[type] = MAEConfig
+
+    def __init__(self, cfg: MAEConfig):
         super().__init__()
-        cfg = encoder.cfg
-        if type(encoder.patch_embed) is not PatchEmbed:
-            raise ValueError(
-                f"MaskedAutoencoder needs the plain patch stem (stem='patch'), got stem={cfg.stem!r}: the other "
-                f"stems mix neighbouring pixels into each token, so hidden patches would leak into visible ones"
+        self.cfg = cfg
+        self.encoder = VisionTransformer(cfg.encoder)
+        self._check_encoder()
+        n = self.encoder.patch_embed.num_patches
+        self.num_keep = round(n * (1 - cfg.mask_ratio))
+        if not 0 < self.num_keep < n:
+            raise UsageError(
+                f"mask_ratio={cfg.mask_ratio} keeps {self.num_keep} of {n} patches; choose a ratio that hides at "
+                f"least one patch and keeps at least one (e.g. 0.75)"
             )
-        if encoder.pos_embed is None:
-            raise ValueError(
+        self.mask_ratio, self.norm_pix_loss = cfg.mask_ratio, cfg.norm_pix_loss
+        self.patch_size, self.in_chans = cfg.encoder.patch_size, cfg.encoder.in_chans
+        self.grid_size = self.encoder.patch_embed.grid_size
+
+        dim = cfg.decoder_dim
+        self.decoder_embed = nn.Linear(cfg.encoder.embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        pos = sincos_2d(dim, self.grid_size, self.encoder.num_prefix_tokens)  # (1, prefix + N, Dd), fixed
+        self.register_buffer("decoder_pos_embed", pos, persistent=False)
+        self.decoder_blocks = nn.ModuleList(Block(dim, cfg.decoder_heads) for _ in range(cfg.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(dim, self.patch_size**2 * self.in_chans)
+        self._init_decoder()
+
+    def _check_encoder(self) -> None:
+        """A UsageError for an encoder that masking cannot work with."""
+        if type(self.encoder.patch_embed) is not PatchEmbed:
+            raise UsageError(
+                f"MaskedAutoencoder needs the plain patch stem (stem='patch'), got stem={self.cfg.encoder.stem!r}: "
+                f"the other stems mix neighbouring pixels into each token, so hidden patches would leak into visible "
+                f"ones"
+            )
+        if self.encoder.pos_embed is None:
+            raise UsageError(
                 "MaskedAutoencoder needs position embeddings (pos_embed='learn' or 'sincos'), got pos_embed='none': "
                 "once patches are dropped the encoder could not tell where the visible ones sit"
             )
-        n = encoder.patch_embed.num_patches
-        self.num_keep = round(n * (1 - mask_ratio))
-        if not 0 < self.num_keep < n:
-            raise ValueError(
-                f"mask_ratio={mask_ratio} keeps {self.num_keep} of {n} patches; choose a ratio that hides at least "
-                f"one patch and keeps at least one (e.g. 0.75)"
-            )
-        self.encoder, self.mask_ratio, self.norm_pix_loss = encoder, mask_ratio, norm_pix_loss
-        self.patch_size, self.in_chans = cfg.patch_size, cfg.in_chans
-        self.grid_size = encoder.patch_embed.grid_size
-
-        self.decoder_embed = nn.Linear(cfg.embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        pos = sincos_2d(decoder_dim, self.grid_size, encoder.num_prefix_tokens)  # (1, prefix + N, Dd), fixed
-        self.register_buffer("decoder_pos_embed", pos, persistent=False)
-        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads) for _ in range(decoder_depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_pred = nn.Linear(decoder_dim, cfg.patch_size**2 * cfg.in_chans)
-        self._init_decoder()
 
     def _init_decoder(self) -> None:
         """MAE's init for the new parts: xavier-uniform linears, zero biases, mask token normal(std .02)."""
@@ -171,66 +197,15 @@ class MaskedAutoencoder(nn.Module):
         under norm_pix_loss each predicted patch is de-normalised with the true patch's own mean and std,
         as in the MAE paper's figures. For display, e.g. `dataset.denormalize(out)`.
         """
-        with eval_mode(self):
+        training = self.training
+        self.eval()  # no stochastic depth in the encoder
+        try:
             _, pred, mask = self(images, generator)
+        finally:
+            self.train(training)
         patches, mean, std = self.patch_stats(images)
         if self.norm_pix_loss:
             pred = pred * std + mean
         hidden = mask.bool().unsqueeze(-1)  # (B, N, 1)
         outputs = (torch.where(hidden, 0.0, patches), pred, torch.where(hidden, pred, patches))
         return tuple(unpatchify(p, self.patch_size, self.grid_size, self.in_chans) for p in outputs)
-
-
-def pretrain_mae(
-    mae: MaskedAutoencoder,
-    dataset: ImageTensorDataset,
-    epochs: float,
-    batch_size: int = 256,
-    lr: float = 1.5e-3,
-    weight_decay: float = 0.05,
-    warmup_epochs: float = 1.0,
-    seed: int = 0,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-) -> list[dict]:
-    """Train `mae` in place on the images of `dataset` (labels unused); one record per epoch.
-
-    AdamW with linear warmup then cosine decay (vitnb.train's), horizontal flips as the only augmentation.
-    A fractional `epochs` stops part-way through the last epoch. Records: epoch, loss, lr, images_per_s, time.
-    """
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed
-    )
-    device = pick_device(device)
-    mae.to(device).train()
-    loader = BatchLoader(dataset, batch_size, shuffle=True, augment=True, pad=0, drop_last=True, seed=seed)
-    if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} images make no full batch of {batch_size}; lower batch_size")
-    optimizer, budget = make_optimizer(mae, cfg), total_steps(cfg, len(loader))
-    scheduler = make_scheduler(optimizer, cfg, len(loader))
-    seed_everything(seed)  # the masks (and anything else drawn from the global generator)
-    bar, history, start, step = tqdm(total=budget, disable=not progress, unit="batch"), [], time.perf_counter(), 0
-    for epoch in range((budget + len(loader) - 1) // len(loader)):
-        loader.set_epoch(epoch)
-        t0, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for x, _ in loader:
-            if step == budget:
-                break
-            loss, _, _ = mae(x.to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"MAE loss is {loss.item()} at step {step + 1}; lower the peak lr ({lr:.3g})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step, loss_sum, seen = step + 1, loss_sum + loss.item() * len(x), seen + len(x)
-            bar.update()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-        seconds = time.perf_counter() - t0
-        lr_now, elapsed = scheduler.get_last_lr()[0], time.perf_counter() - start
-        history.append(
-            {"epoch": epoch + 1, "loss": loss_sum / seen, "lr": lr_now, "images_per_s": seen / seconds, "time": elapsed}
-        )
-    bar.close()
-    mae.eval()
-    return history

@@ -10,6 +10,8 @@ from .encoder import Block
 from .patches import STEM_CLASSES, ConvStemEmbed
 from .position import resample_pos_embed, sincos_2d
 
+__all__ = ["VisionTransformer", "num_params"]
+
 
 class VisionTransformer(nn.Module):
     """ViT (Dosovitskiy et al. 2021) with timm's module names, so timm state dicts load unchanged.
@@ -53,7 +55,7 @@ class VisionTransformer(nn.Module):
 
     @property
     def channels_last(self) -> bool:
-        """True for the conv stems: the trainer then feeds NHWC tensors (~10% faster steps on a CPU here)."""
+        """True for the conv stems: the trainer then feeds NHWC tensors, faster on a CPU (benchmarks/RESULTS.md)."""
         return isinstance(self.patch_embed, ConvStemEmbed)
 
     def init_weights(self) -> None:

@@ -10,6 +10,21 @@ from einops import rearrange
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from .errors import UsageError
+
+__all__ = [
+    "STEM_CLASSES",
+    "ConvStemEmbed",
+    "DeepConvStemEmbed",
+    "PatchEmbed",
+    "ResNetStemEmbed",
+    "ShiftedPatchEmbed",
+    "patchify",
+    "place_on_canvas",
+    "shift_image",
+    "unpatchify",
+]
+
 if TYPE_CHECKING:
     from .config import ViTConfig
 
@@ -21,7 +36,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """
     _, _, h, w = images.shape
     if h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
+        raise UsageError(f"image size {h}x{w} is not divisible by patch_size={patch_size}")
     return rearrange(images, "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=patch_size, p2=patch_size)
 
 
@@ -29,7 +44,7 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid_size: tuple[int, int
     """Inverse of `patchify`: (B, N, P*P*C) -> (B, C, H, W)."""
     gh, gw = grid_size
     if patches.shape[1] != gh * gw or patches.shape[2] != patch_size * patch_size * channels:
-        raise ValueError(
+        raise UsageError(
             f"expected patches of shape (B, {gh * gw}, {patch_size * patch_size * channels}), "
             f"got {tuple(patches.shape)}"
         )
@@ -59,16 +74,16 @@ class PatchEmbed(nn.Module):
 
     def set_img_size(self, img_size: int) -> None:
         if img_size % self.patch_size:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={self.patch_size}")
+            raise UsageError(f"img_size={img_size} is not divisible by patch_size={self.patch_size}")
         self.img_size = (img_size, img_size)
         self.grid_size = (img_size // self.patch_size, img_size // self.patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming the expected and received shape when x does not fit."""
+        """Raise a UsageError naming the expected and received shape when x does not fit."""
         expected = (self.in_chans, *self.img_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
+            raise UsageError(
                 f"expected images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}; "
                 f"resize/convert the input, or call model.set_input_size(...) for another image size"
             )
@@ -179,7 +194,7 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 def place_on_canvas(x: torch.Tensor, pad: int, dx: int, dy: int) -> torch.Tensor:
     """Images (B, C, H, W) on a zero canvas (B, C, H + pad, W + pad), their top-left corner at (dx, dy)."""
     if not (0 <= dx <= pad and 0 <= dy <= pad):
-        raise ValueError(f"the offset ({dx}, {dy}) must lie in 0..pad={pad}, or the canvas would crop the image")
+        raise UsageError(f"the offset ({dx}, {dy}) must lie in 0..pad={pad}, or the canvas would crop the image")
     return F.pad(x, (dx, pad - dx, dy, pad - dy))
 
 

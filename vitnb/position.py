@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .errors import UsageError
+
+__all__ = ["resample_pos_embed", "sincos_2d"]
+
 
 def sincos_2d(embed_dim: int, grid_size: tuple[int, int], num_prefix_tokens: int = 0, temperature=10000.0):
     """Fixed 2-D sin-cos position embedding, shape (1, prefix + gh*gw, D); prefix rows are zero.
@@ -14,7 +18,7 @@ def sincos_2d(embed_dim: int, grid_size: tuple[int, int], num_prefix_tokens: int
     at geometrically spaced frequencies 1 / temperature**(k / (D/4)), k = 0 .. D/4 - 1.
     """
     if embed_dim % 4:
-        raise ValueError(f"2-D sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
+        raise UsageError(f"2-D sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
     gh, gw = grid_size
     rows, cols = torch.meshgrid(
         torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij"
@@ -37,7 +41,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int] | int,
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     side = int(round(grid.shape[1] ** 0.5))
     if side * side != grid.shape[1]:
-        raise ValueError(f"expected a square grid of position embeddings, got {grid.shape[1]} patch rows")
+        raise UsageError(f"expected a square grid of position embeddings, got {grid.shape[1]} patch rows")
     if (side, side) == new_grid:
         return pos_embed.clone()
     grid = rearrange(grid, "1 (h w) d -> 1 d h w", h=side).float()

@@ -1,15 +1,16 @@
-"""The attention explorer: ipywidgets controls over `vitnb.rollout`'s maps and `vitnb.plotting`'s pictures.
+"""The attention explorer: ipywidgets controls over `vitnb.maps`' maps and `vitnb.plotting.render`'s pictures.
 
     explorer = AttentionExplorer(model, dataset)   # dataset[i] -> (normalised (C, H, W), label)
     explorer                                       # in a notebook: the widget
     explorer.static_figure()                       # every map for the current image, as a matplotlib figure
 
-The map shown is `rollout.attention_map(cache, layer, head, query, target)` (its docstring says what
-each head option shows), over a `rollout.forward_cache` kept per image; the picture is a
-`plotting.render_overlay` PNG with the patch grid drawn in, a few milliseconds per update, with no
-matplotlib figure, beside a colorbar labelled with the map's range. The query is chosen from a list or
-by clicking a patch of the small grid of buttons under the controls. Where widgets do not render (a
-notebook opened without a kernel), the explorer's text says so and points to `static_figure`.
+The map shown is `maps.attention_map(cache, layer, head, query, target)` (its docstring says what
+each head option shows), over a `maps.forward_cache` kept per image; the picture is a
+`plotting.render_overlay` PNG with the patch grid drawn in, composed in numpy without a matplotlib
+figure so that the picture keeps up with a slider, beside a colorbar labelled with the map's range. The
+query is chosen from a list or by clicking a patch of the small grid of buttons under the controls. Where
+widgets do not render (a notebook opened without a kernel), the explorer's text says so and points to
+`static_figure`.
 """
 
 from __future__ import annotations
@@ -22,22 +23,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .plotting import colorbar_strip, plot_attention_maps, render_overlay, to_png
-from .rollout import (
-    POOLED,
-    ForwardCache,
-    Head,
-    Query,
-    attention_map,
-    describe_token,
-    forward_cache,
-    head_options,
-    token_patch,
-)
+from .maps import ForwardCache, Head, attention_map, forward_cache, head_options
+from .plotting.attention import plot_attention_maps
+from .plotting.render import colorbar_strip, render_overlay, to_png
+from .rollout import POOLED, Query
+
+__all__ = ["PREDICTED", "TEXT_FORM", "AttentionExplorer", "prediction_html", "query_box", "status_html"]
 
 PREDICTED = -1  # the class control's value for "the predicted class"
 TEXT_FORM = (
-    "AttentionExplorer: an interactive widget (image, layer, head, query, class, opacity), shown only with a "
+    "AttentionExplorer: an interactive widget (image, block, head, query, class, opacity), shown only with a "
     "running kernel. Run the notebook to use it; the static figure below shows every map of the same image."
 )
 
@@ -58,7 +53,7 @@ def prediction_html(cache: ForwardCache, class_names: list[str]) -> str:
 def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_name: str, pooled: str = "cls") -> str:
     """What the map `heat` (h, w) of `attention_map(cache, layer, head, ...)` shows, and its range.
 
-    `token` names the query (`describe_token`), `pooled` what the head reads ('cls' or 'mean of patches').
+    `token` names the query (`TokenLayout.describe_token`), `pooled` what the head reads ('cls' or 'mean of patches').
     """
     if head == "gradient rollout":
         what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all layers, read at: {pooled})"
@@ -66,7 +61,7 @@ def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_na
         what = f"rollout through blocks 0-{layer}, row of the {token} token"
     else:
         heads = f"head {head}" if isinstance(head, int) else f"{head} over heads"
-        what = f"layer {layer}, {heads}, attention of the {token} token"
+        what = f"block {layer}, {heads}, attention of the {token} token"
     (h, w), brightest = heat.shape, divmod(int(heat.argmax()), heat.shape[1])
     return (
         f"<small>{what}<br>{h}x{w} patch grid, brightest patch {brightest}, "
@@ -76,20 +71,20 @@ def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_na
 
 def query_box(cache: ForwardCache, query: Query) -> tuple[int, int, int, int] | None:
     """(top, left, height, width) in image pixels of the patch of token `query`; None for a prefix token or POOLED."""
-    patch = token_patch(query, **cache.layout)
+    patch = cache.layout.token_patch(query)
     if patch is None:
         return None
-    ph, pw = (s // g for s, g in zip(cache.image.shape[-2:], cache.grid_size, strict=True))
+    ph, pw = (s // g for s, g in zip(cache.image.shape[-2:], cache.layout.grid_size, strict=True))
     return patch[0] * ph, patch[1] * pw, ph, pw
 
 
 class AttentionExplorer:
     """ipywidgets explorer of a ViT's attention over the images of `dataset`.
 
-    Controls: `image` (index into the data set), `layer` (0 = first block), `head` (a head, 'mean', 'max',
-    'rollout', 'gradient rollout'), `query` (POOLED: the token the head reads, or a token index: the cls
-    token if any, then the patches row by row; also set by clicking a button of `query_grid`, one per
-    patch, or `pooled_button`), `target` (class explained by the gradient rollout; PREDICTED: the
+    Controls: `image` (index into the data set), `layer` (the slider labelled 'block', 0 = first), `head`
+    (a head, 'mean', 'max', 'rollout', 'gradient rollout'), `query` (POOLED: the token the head reads, or a
+    token index: the cls token if any, then the patches row by row; also set by clicking a button of
+    `query_grid`, one per patch, or `pooled_button`), `target` (class explained by the gradient rollout; PREDICTED: the
     predicted class), `opacity`. Setting any control's `.value` updates `current_map` (the raw (h, w)
     map, = `attention_map(...)`), the picture (`overlay_image.value`, PNG bytes, min-max scaled, patch
     grid drawn), the colorbar's labels (the map's range) and the texts. Every text and picture has a
@@ -120,16 +115,31 @@ class AttentionExplorer:
         self.class_names = classes if len(classes) == n else [str(i) for i in range(n)]
         img_h, img_w = cache.image.shape[-2:]
         self.scale = max(1, round(display_size / max(img_h, img_w)))
-        self.pooled_name = describe_token(POOLED, **cache.readout_layout)  # 'cls' or 'mean of patches'
+        self.pooled_name = cache.layout.describe_token(POOLED)  # 'cls' or 'mean of patches'
+        self._make_controls(cache, index, layer, head, query, opacity)
+        self._make_pictures(img_h, img_w)
+        for control in (self.layer, self.head, self.query, self.target):
+            control.observe(self._on_map_change, names="value")
+        self.image.observe(self._on_image_change, names="value")
+        self.opacity.observe(self._render, names="value")
+        self.query.observe(self._mark_query, names="value")
+        self.widget = self._layout()
+        self._mark_query()
+        self._on_image_change()
+
+    def _make_controls(
+        self, cache: ForwardCache, index: int, layer: int, head: Head, query: Query, opacity: float
+    ) -> None:
+        """The controls: image, block (`layer`), head, query, class, opacity, and the query picker."""
         depth, heads = cache.num_layers, head_options(cache.num_heads)
         wide = widgets.Layout(width="300px")
-        self.image = widgets.BoundedIntText(value=index, min=0, max=len(dataset) - 1, description="image")
+        self.image = widgets.BoundedIntText(value=index, min=0, max=len(self.dataset) - 1, description="image")
         self.image.layout.width = "180px"
-        self.layer = widgets.IntSlider(value=layer % depth, min=0, max=depth - 1, description="layer", layout=wide)
+        self.layer = widgets.IntSlider(value=layer % depth, min=0, max=depth - 1, description="block", layout=wide)
         labels = [(f"head {h}" if isinstance(h, int) else h, h) for h in heads]
         self.head = widgets.Dropdown(options=labels, value=head, description="head", layout=wide)
         tokens = [(f"pooled: {self.pooled_name}", POOLED)]
-        tokens += [(describe_token(q, **cache.layout), q) for q in range(cache.num_tokens)]
+        tokens += [(cache.layout.describe_token(q), q) for q in range(cache.num_tokens)]
         self.query = widgets.Dropdown(options=tokens, value=query, description="query", layout=wide)
         targets = [("predicted", PREDICTED), *((name, i) for i, name in enumerate(self.class_names))]
         self.target = widgets.Dropdown(options=targets, value=PREDICTED, description="class", layout=wide)
@@ -137,22 +147,26 @@ class AttentionExplorer:
             value=opacity, min=0.0, max=1.0, step=0.05, description="opacity", layout=wide
         )
         self.query_grid, self.pooled_button = self._query_picker(cache)
+
+    def _make_pictures(self, img_h: int, img_w: int) -> None:
+        """The pictures (input, attention), the colorbar with its two labels, and the texts; all of fixed size."""
         self.input_image, self.overlay_image = (
             widgets.Image(format="png", width=f"{img_w * self.scale}px", layout=widgets.Layout(margin="2px"))
             for _ in range(2)
         )
         bar_height = img_h * self.scale
         self.colorbar = widgets.Image(
-            value=to_png(colorbar_strip(cmap, bar_height, 12)), format="png", width="12px", height=f"{bar_height}px"
+            value=to_png(colorbar_strip(self.cmap, bar_height, 12)),
+            format="png",
+            width="12px",
+            height=f"{bar_height}px",
         )
         self.colorbar_max, self.colorbar_min = (widgets.HTML(layout=widgets.Layout(width="64px")) for _ in range(2))
         self.prediction = widgets.HTML(layout=widgets.Layout(height="1.6em"))
         self.status = widgets.HTML(layout=widgets.Layout(height="4.5em", width=f"{2 * img_w * self.scale + 80}px"))
-        for control in (self.layer, self.head, self.query, self.target):
-            control.observe(self._on_map_change, names="value")
-        self.image.observe(self._on_image_change, names="value")
-        self.opacity.observe(self._render, names="value")
-        self.query.observe(self._mark_query, names="value")
+
+    def _layout(self) -> widgets.HBox:
+        """The controls and the picker on the left; the pictures, colorbar, prediction and status on the right."""
         picker = widgets.VBox(
             [widgets.HTML("<small>query: click a patch, or</small>"), self.pooled_button, self.query_grid],
             layout=widgets.Layout(margin="6px 0 0 90px"),
@@ -165,20 +179,19 @@ class AttentionExplorer:
         pictures = widgets.HBox(
             [_captioned(self.input_image, "input"), _captioned(self.overlay_image, "attention"), bar]
         )
-        self.widget = widgets.HBox([controls, widgets.VBox([pictures, self.prediction, self.status])])
-        self.widget.add_class("vitnb-attention-explorer")
+        widget = widgets.HBox([controls, widgets.VBox([pictures, self.prediction, self.status])])
+        widget.add_class("vitnb-attention-explorer")
         self.overlay_image.add_class("vitnb-overlay")  # names for the browser test
         self.query_grid.add_class("vitnb-query-grid")
-        self._mark_query()
-        self._on_image_change()
+        return widget
 
     def _query_picker(self, cache: ForwardCache) -> tuple[widgets.GridBox, widgets.Button]:
         """A grid of small buttons, one per patch in its place, and a button for the pooled query."""
-        (gh, gw), p = cache.grid_size, cache.num_prefix_tokens
+        (gh, gw), p = cache.layout.grid_size, cache.layout.num_prefix_tokens
         buttons = []
         for token in range(p, p + gh * gw):
             button = widgets.Button(
-                tooltip=describe_token(token, **cache.layout),
+                tooltip=cache.layout.describe_token(token),
                 layout=widgets.Layout(width="18px", height="18px", padding="0", margin="0"),
             )
             button.on_click(functools.partial(self._choose_query, token))
@@ -199,7 +212,7 @@ class AttentionExplorer:
 
     def _mark_query(self, change=None) -> None:
         """Highlight the picker's button of the current query."""
-        p = self.cache.num_prefix_tokens
+        p = self.cache.layout.num_prefix_tokens
         for token, button in enumerate(self.query_grid.children, start=p):
             style = "info" if token == self.query.value else ""
             if button.button_style != style:
@@ -239,7 +252,7 @@ class AttentionExplorer:
                 button.disabled = gradient
         self.target.disabled = not gradient
         self.current_map = attention_map(cache, layer, head, self.query.value, self._target())
-        token = describe_token(self.query.value, **cache.readout_layout)
+        token = cache.layout.describe_token(self.query.value)
         target = self.class_names[self._target()]
         self.status.value = status_html(self.current_map, head, layer, token, target, self.pooled_name)
         low, high = float(self.current_map.min()), float(self.current_map.max())
@@ -249,8 +262,9 @@ class AttentionExplorer:
     def _render(self, change=None) -> None:
         gradient = self.head.value == "gradient rollout"  # no query: no outline
         box = None if gradient else query_box(self.cache, self.query.value)
+        grid = self.cache.layout.grid_size
         picture = render_overlay(
-            self.shown_image, self.current_map, self.opacity.value, self.cmap, self.scale, box, self.cache.grid_size
+            self.shown_image, self.current_map, self.opacity.value, self.cmap, self.scale, box, grid
         )
         self.overlay_image.value = to_png(picture)
 
@@ -268,7 +282,7 @@ class AttentionExplorer:
         (`plotting.plot_attention_maps`), for readers where widgets do not render."""
         cache, names, query = self.cache, self.class_names, self.query.value
         true = "?" if cache.label is None else names[cache.label]
-        token = describe_token(query, **cache.readout_layout)
+        token = cache.layout.describe_token(query)
         title = (
             f"image {self.image.value}: true {true}, predicted {names[cache.prediction]}; query = {token}; "
             "each map min-max scaled"

@@ -8,7 +8,10 @@ Notebooks and benchmarks import these modules; the library (`vitnb` outside this
     short_runs       notebooks 02 and 03: small ViTs trained for well under a minute; position-table measures
     pretraining      notebook 05: pretraining a ViT on fractals, and reusing the checkpoint
     data_efficiency  notebook 06: accuracy per label budget, translation robustness
+    data_efficiency_report  notebook 06's table and results paragraphs
     ablation         notebook 08: minor ViT modifications under one training protocol
+    ablation_report  notebook 08's tables, the published claims checked, and its results paragraph
+    figures          the figures of data_efficiency and ablation (their rows and summaries)
 """
 
 from .profiles import Profile, get_profile

@@ -17,26 +17,35 @@ from torch import nn
 
 from .. import fractal
 from ..checkpoint import load_model, save_model
-from ..config import ViTConfig, preset
+from ..config import SERIES_PRESET, TrainConfig, ViTConfig, preset
 from ..data import ImageTensorDataset, fashion_mnist
-from ..mae import MaskedAutoencoder, pretrain_mae
+from ..mae import MAEConfig, MaskedAutoencoder
 from ..model import VisionTransformer
-from ..train import TrainConfig, fit, freeze_all_but_head
+from ..optim import freeze_all_but_head
+from ..pretrain import pretrain_mae
+from ..train import History, fit
 from .paths import FRACTAL_VIT_PATH, MAE_VIT_PATH, run_path, shown_path
 from .profiles import get_profile
 
-VIT_PRESET = "cpu_small"  # the series' ViT: notebooks 05-07 pretrain, finetune and inspect it
+__all__ = [
+    "IMAGENET_IMG_SIZE",
+    "IMAGENET_VIT",
+    "ROUTES",
+    "from_pretrained",
+    "imagenet_vit",
+    "load_or_pretrain",
+    "pretrain_fractal",
+    "pretrain_mae_vit",
+    "train_val_split",
+]
 
 
 def train_val_split(
     dataset: ImageTensorDataset, val_per_class: int, seed: int = 0
 ) -> tuple[ImageTensorDataset, ImageTensorDataset]:
     """Hold out a fixed, seeded `val_per_class` examples of every class; returns (train, validation)."""
-    g = torch.Generator().manual_seed(seed)
     held = torch.zeros(len(dataset), dtype=torch.bool)
-    for c in range(dataset.num_classes):
-        idx = (dataset.labels == c).nonzero().flatten()
-        held[idx[torch.randperm(len(idx), generator=g)[:val_per_class]]] = True
+    held[dataset.per_class_indices(val_per_class, seed)] = True  # the draw of per_class_subset
     return dataset.subset((~held).nonzero().flatten()), dataset.subset(held.nonzero().flatten())
 
 
@@ -50,7 +59,7 @@ def pretrain_fractal(
     train_cfg: TrainConfig | None = None,
     progress: bool = True,
 ):
-    """Pretrain a `VIT_PRESET` ViT to classify fractal categories; the checkpoint goes to `path`.
+    """Pretrain the series' ViT (`SERIES_PRESET`) to classify fractal categories; the checkpoint goes to `path`.
 
     Sizes default to the profile (nb05_*). Returns (model, history, (train, validation) data sets).
     """
@@ -58,7 +67,7 @@ def pretrain_fractal(
     num_classes = num_classes or P.nb05_corpus_classes
     corpus = fractal.dataset(num_classes, per_class or P.nb05_corpus_per_class)
     train, val = train_val_split(corpus, val_per_class or P.nb05_val_per_class)
-    model = VisionTransformer(cfg or preset(VIT_PRESET, num_classes=num_classes))
+    model = VisionTransformer(cfg or preset(SERIES_PRESET, num_classes=num_classes))
     train_cfg = train_cfg or TrainConfig(
         epochs=epochs or P.nb05_epochs, batch_size=128, lr=1e-3, warmup_epochs=0.5, crop_pad=0
     )
@@ -71,20 +80,21 @@ def pretrain_mae_vit(
     epochs: float | None = None,
     norm_pix_loss: bool | None = None,
     progress: bool = True,
-) -> tuple[MaskedAutoencoder, list[dict]]:
-    """Pretrain a `VIT_PRESET` ViT as the encoder of a masked autoencoder on the Fashion-MNIST training images
-    (labels unused; the quick profile takes a per-class subset), and save the encoder to `path`.
+) -> tuple[MaskedAutoencoder, History]:
+    """Pretrain the series' ViT (`SERIES_PRESET`) as the encoder of a masked autoencoder on the Fashion-MNIST
+    training images (labels unused; the quick profile takes a per-class subset), and save the encoder to `path`.
 
     Masking ratio, loss and epochs default to the profile's (nb05_mae_*). Returns (autoencoder, history).
     """
     P = get_profile()
     images = fashion_mnist(True).per_class_subset(P.nb05_mae_per_class)
-    torch.manual_seed(0)
-    vit = VisionTransformer(preset(VIT_PRESET))
     norm_pix_loss = P.nb05_mae_norm_pix_loss if norm_pix_loss is None else norm_pix_loss
-    mae = MaskedAutoencoder(vit, mask_ratio=P.nb05_mae_mask_ratio, norm_pix_loss=norm_pix_loss)
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(
+        MAEConfig(preset(SERIES_PRESET), mask_ratio=P.nb05_mae_mask_ratio, norm_pix_loss=norm_pix_loss)
+    )
     history = pretrain_mae(mae, images, epochs=epochs or P.nb05_mae_epochs, progress=progress)
-    save_model(run_path(path), vit, dataset=images, route="mae", mask_ratio=mae.mask_ratio, profile=P.name)
+    save_model(run_path(path), mae.encoder, images, route="mae", mask_ratio=mae.mask_ratio, profile=P.name)
     return mae, history
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from types import MappingProxyType
 
+from ..errors import UsageError
+
+__all__ = ["Profile", "get_profile"]
+
 _SETTINGS: dict[str, dict[str, object]] = {
     # name: {"quick": value, "full": value}
     # --- figures and timings shared by several notebooks
@@ -67,7 +71,7 @@ class Profile:
 
     def __init__(self, name: str):
         if name not in ("quick", "full"):
-            raise ValueError(f"VITNB_PROFILE must be 'quick' or 'full', got {name!r}")
+            raise UsageError(f"VITNB_PROFILE must be 'quick' or 'full', got {name!r}")
         self.name = name
         self._values = MappingProxyType({key: both[name] for key, both in _SETTINGS.items()})
 

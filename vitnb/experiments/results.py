@@ -7,6 +7,10 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UsageError
+
+__all__ = ["markdown_table", "summarize", "write_csv"]
+
 
 def summarize(
     rows: Sequence[dict], by: Sequence[str], metric: str = "test_acc", also: Sequence[str] = ()
@@ -18,10 +22,10 @@ def summarize(
     (e.g. a parameter count), else its mean (e.g. a training time).
     """
     if not rows:
-        raise ValueError("no rows to summarize")
+        raise UsageError("no rows to summarize")
     missing = [k for k in (*by, metric, *also) if k not in rows[0]]
     if missing:
-        raise ValueError(f"rows have no key(s) {missing}; they have {sorted(rows[0])}")
+        raise UsageError(f"rows have no key(s) {missing}; they have {sorted(rows[0])}")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in by), []).append(r)
@@ -40,7 +44,7 @@ def summarize(
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     """A markdown table: a header line, a separator line and one line per row (cells are str()-ed)."""
     if any(len(r) != len(header) for r in rows):
-        raise ValueError(f"every row needs {len(header)} cells, one per header column {list(header)}")
+        raise UsageError(f"every row needs {len(header)} cells, one per header column {list(header)}")
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines)

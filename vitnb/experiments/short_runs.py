@@ -1,6 +1,6 @@
 """Notebooks 02 and 03: small ViTs trained for well under a minute, and measures of position tables.
 
-The series' ViT (`preset("cpu_small")`) uses fixed 2-D sin-cos positions, so it has no learned table to look at.
+The series' ViT (`preset(SERIES_PRESET)`) uses fixed 2-D sin-cos positions, so it has no learned table to look at.
 Notebook 02 trains the same model with a learned table (`learned_positions_config()`) for a short run with
 `train_briefly`, with and without random horizontal flips (no crops, as notebook 06 trains), to show the
 structure training gives the table and the left-right symmetry the flips add; `mirror_similarity`,
@@ -13,18 +13,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig, ViTConfig, preset
+from ..config import SERIES_PRESET, TrainConfig, ViTConfig, preset
 from ..data import ImageTensorDataset
+from ..errors import UsageError
+from ..evaluation import evaluate
 from ..model import VisionTransformer
-from ..train import evaluate, fit
+from ..train import fit
 from .profiles import get_profile
 
-VIT_PRESET = "cpu_small"  # the series' ViT
+__all__ = ["learned_positions_config", "mean_pair_similarity", "mirror_similarity", "offset_spread", "train_briefly"]
 
 
 def learned_positions_config() -> ViTConfig:
     """The series' ViT with a learned position table instead of sin-cos: (1, 49, 96), no class token."""
-    return preset(VIT_PRESET, pos_embed="learn")
+    return preset(SERIES_PRESET, pos_embed="learn")
 
 
 def train_briefly(
@@ -38,8 +40,8 @@ def train_briefly(
     """Train a ViT of `config` briefly on Fashion-MNIST; return (model in eval mode, test accuracy).
 
     flips: random horizontal flips of the training images (the only augmentation; no crops).
-    The run's size comes from the profile (settings short_run_*): under a second when quick, about
-    20 seconds on a 2-core CPU when full (12,000 images). fp32, batch 64, peak learning rate 2e-3.
+    The run's size comes from the profile (settings short_run_*): a few steps when quick, 12,000 images when
+    full. fp32, batch 64, peak learning rate 2e-3.
     """
     profile = profile or get_profile()
     torch.manual_seed(seed)
@@ -64,7 +66,7 @@ def _patch_table(pos_embed: torch.Tensor, grid_size: tuple[int, int]) -> torch.T
     gh, gw = grid_size
     rows = pos_embed.detach().cpu().float().reshape(-1, pos_embed.shape[-1])  # (prefix + N, D)
     if rows.shape[0] < gh * gw:
-        raise ValueError(f"{rows.shape[0]} position embeddings cannot fill a {gh}x{gw} grid")
+        raise UsageError(f"{rows.shape[0]} position embeddings cannot fill a {gh}x{gw} grid")
     return rows[-gh * gw :].reshape(gh, gw, -1)
 
 
@@ -76,7 +78,7 @@ def mirror_similarity(pos_embed: torch.Tensor, grid_size: tuple[int, int], axis:
     """
     dims = {"left-right": 1, "up-down": 0}
     if axis not in dims:
-        raise ValueError(f"axis must be one of {list(dims)}, got {axis!r}")
+        raise UsageError(f"axis must be one of {list(dims)}, got {axis!r}")
     table = _patch_table(pos_embed, grid_size)  # (gh, gw, D)
     d = dims[axis]
     sim = F.cosine_similarity(table, table.flip(d), dim=-1)  # (gh, gw)
