@@ -363,7 +363,7 @@ def test_seed_everything_seeds_python_and_torch():
 
 
 def test_the_train_and_data_api_is_exported():
-    names = {"ImageTensorDataset", "fashion_mnist", "load_dataset", "BatchLoader", "TrainConfig", "fit", "evaluate"}
+    names = {"ImageTensorDataset", "fashion_mnist", "load_dataset", "TrainConfig", "fit", "evaluate"}
     assert names | {"predict", "History", "seed_everything"} <= set(vitnb.__all__)
     assert vitnb.seed_everything is seed_everything
 
