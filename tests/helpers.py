@@ -1,7 +1,8 @@
-"""Builders the tests share: toy data and a tiny ViT. Tests import them with `from helpers import ...`
+"""Builders the tests share: toy data, an image folder and a tiny ViT. Tests import them with `from helpers import ...`
 (pytest puts tests/ on sys.path); conftest.py offers them as the `toy` and `tiny_vit` fixtures too."""
 
 import torch
+from PIL import Image
 
 from vitnb import VisionTransformer, preset
 from vitnb.data import ImageTensorDataset
@@ -51,3 +52,15 @@ def direct(model: VisionTransformer, dataset: ImageTensorDataset, i: int):
     with torch.no_grad():
         logits, attentions = model(x, return_attention=True)
     return x, logits[0], attentions
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=8, size=12):
+    """An ImageFolder of PNGs: class k has bright rows k, k+2, ... over dark noise (RGB, `size` px)."""
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 60, (size, size, 3), generator=g)
+            pixels[k :: len(classes)] += 180
+            Image.fromarray(pixels.to(torch.uint8).numpy()).save(root / name / f"{i}.png")
+    return root
