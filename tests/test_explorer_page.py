@@ -167,6 +167,7 @@ def test_explore_on_a_folder_data_set_checkpoint(tmp_path, monkeypatch, capsys):
     assert str(tmp_path) not in page  # the folder's name only, not where it lies on this machine
     payload = decode(page)[0]
     assert payload["source"] == "folder:pets test" and payload["classes"] == ["cat", "dog"]
+    assert payload["title"] == "Attention explorer: pets.pt on folder:pets"
     model, ckpt = load_model("pets.pt")
     shown = preprocess(train.images, ckpt["data"], train.labels, train.classes)  # as the command prepares them
     assert_page_holds_the_maps(page, model, shown, [0, 8, 1])  # the first cat, the first dog, the second cat

@@ -279,9 +279,8 @@ def cmd_explore(args) -> None:
         raise UsageError(f"{args.checkpoint} holds a {ckpt['kind']} model; the explorer shows a ViT's attention maps")
     test, name = _checkpoint_data(args, ckpt)
     shown = f"folder:{Path(name.removeprefix('folder:')).name}" if name.startswith("folder:") else name
-    page = write_explorer(
-        args.out, model, test, images=args.images, source=f"{shown} {args.split}", title=f"Attention explorer: {shown}"
-    )
+    title = f"Attention explorer: {args.checkpoint.name} on {shown}"
+    page = write_explorer(args.out, model, test, images=args.images, source=f"{shown} {args.split}", title=title)
     print(
         f"wrote {args.out} ({page.size / 1e6:.2f} MB): {page.images} {args.split} images of {shown}, every map "
         f"stored to within {page.error:.2%} of its range; open it in a browser"
