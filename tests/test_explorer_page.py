@@ -136,6 +136,7 @@ def test_the_page_is_self_contained_and_names_cannot_break_it(dataset):
 def test_the_page_saves_and_shows_inline(dataset, tmp_path):
     page = write_explorer(tmp_path / "sub" / "page.html", tiny_vit(**MAPS_VIT), dataset, images=2)
     assert (tmp_path / "sub" / "page.html").read_text("utf-8") == page.html
+    assert (tmp_path / "sub" / "page.html").stat().st_mode & 0o777 == 0o644  # for sharing, not private
     assert page.size == len(page.html.encode()) and page.images == 2
     inline = page._repr_html_()
     assert inline.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;') and "&quot;" in inline

@@ -42,13 +42,16 @@ class ExplorerPage:
         return len(self.html.encode("utf-8"))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the page to `path` atomically (temp file, then rename); returns the path."""
-        return atomic_write(path, lambda f: f.write(self.html.encode("utf-8")))
+        """Write the page to `path` atomically (temp file, then rename), readable by all (a page is for sharing:
+        atomic_write's temp file is private); returns the path."""
+        path = atomic_write(path, lambda f: f.write(self.html.encode("utf-8")))
+        path.chmod(0o644)
+        return path
 
     def _repr_html_(self) -> str:
         frame = html.escape(self.html, quote=True)
         return (
-            f'<iframe srcdoc="{frame}" style="width:100%;max-width:980px;height:560px;border:1px solid #ddd" '
+            f'<iframe srcdoc="{frame}" style="width:100%;height:600px;border:1px solid #ddd" '
             f'title="attention explorer"></iframe>'
             f"<p><small>The attention explorer as a page ({self.images} images, {self.size / 1e6:.2f} MB): it runs "
             "in the browser, with no kernel. Where this frame shows nothing (an untrusted notebook, GitHub), "
