@@ -242,7 +242,7 @@
   function setUp() {
     data.images.forEach((im, i) => {
       const label = im.label === null ? "" : ": " + data.classes[im.label];
-      option(el.image, i, (data.source ? data.source + " " : "image ") + im.index + label);
+      option(el.image, i, "#" + im.index + label);
     });
     el.block.max = String(L - 1);
     for (let h = 0; h < R; h++) option(el.head, h, headName(h));
@@ -251,8 +251,9 @@
     option(el.target, -1, "predicted");
     data.classes.forEach((name, c) => option(el.target, c, name));
     $("pooled").textContent = "pooled: " + data.pooled;
+    const shown = data.images.length + " " + (data.source ? data.source + " " : "") + "images";
     $("about").textContent =
-      data.model + ". Choose a map and a block, click a patch to see its attention row, or pick a class for the " +
+      data.model + "; " + shown + " (numbered as in their data set). Choose a map and a block, click a patch to see its attention row, or pick a class for the " +
       "gradient rollout. Everything is precomputed: the page needs no Python and no network.";
     $("note").textContent =
       "Raw attention: one block's attention row of the query (a head, or the heads' mean or max). Rollout: the " +
@@ -270,6 +271,7 @@
     update(true);
   }
 
+  api.data = data; // the payload (vitnb.explorer.encode), as read from the page
   api.state = () => Object.assign({}, state);
   api.currentMap = currentMap;
   api.mapIndex = mapIndex;
