@@ -177,8 +177,7 @@ def test_every_control_shows_the_python_map_offline(tmp_path, toy, class_token, 
 
 def test_docs_page_opens_offline_and_shows_its_numbers():
     """docs/explorer.html, the series' ViT: it opens from disk with no network and shows the maps it stores."""
-    if not DOCS_PAGE.exists():
-        pytest.skip("docs/explorer.html is not written yet (notebook 07 or `python -m vitnb explore` writes it)")
+    assert DOCS_PAGE.exists(), "docs/explorer.html is committed: notebook 07 or `python -m vitnb explore` writes it"
     stored = PageMaps.of(DOCS_PAGE.read_text("utf-8"))
     payload = stored.payload
     with chromium_page() as browser_page:
