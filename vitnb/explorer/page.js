@@ -31,7 +31,8 @@
   const state = { image: 0, kind: "rollout", block: L - 1, head: H, query: 0, target: -1, opacity: 0.6 };
   const controls = ["image", "kind", "block", "head", "query", "target", "opacity"];
   const el = Object.fromEntries(controls.map((name) => [name, $(name)]));
-  const api = { updates: 0, lastUpdateMs: 0 };
+  // updates drawn; the last one's handler time, and the time from its input event to the end of its handler
+  const api = { updates: 0, lastUpdateMs: 0, lastEventMs: 0 };
 
   // --- names ------------------------------------------------------------------------------------------
   function tokenName(t) {
@@ -189,7 +190,7 @@
   }
 
   // --- updates --------------------------------------------------------------------------------------------
-  function update(imageChanged) {
+  function update(imageChanged, event) {
     const start = performance.now();
     const gradient = state.kind === "gradient";
     el.block.disabled = el.query.disabled = $("pooled").disabled = gradient;
@@ -211,8 +212,10 @@
     $("status").innerHTML = statusHtml(values);
     $("overlay").dataset.map = String(m);
     drawOverlay();
+    const end = performance.now();
     api.updates += 1;
-    api.lastUpdateMs = performance.now() - start;
+    api.lastUpdateMs = end - start;
+    api.lastEventMs = event ? end - event.timeStamp : api.lastUpdateMs;
   }
   function read() {
     state.image = Number(el.image.value);
@@ -226,7 +229,7 @@
   function onControl(event) {
     const imageChanged = Number(el.image.value) !== state.image;
     read();
-    update(imageChanged);
+    update(imageChanged, event);
   }
   function onClick(event) {
     if (state.kind === "gradient") return; // the gradient rollout has no query
@@ -235,7 +238,7 @@
     const y = Math.floor(((event.clientY - rect.top) * DH) / rect.height / S);
     if (x < 0 || y < 0 || x >= iw || y >= ih) return;
     state.query = 1 + data.prefix + rowOf[y] * gw + colOf[x];
-    update(false);
+    update(false, event);
   }
 
   // --- set up -----------------------------------------------------------------------------------------
@@ -264,7 +267,7 @@
       el[name].value = String(state[name]);
       el[name].addEventListener(name === "block" || name === "opacity" ? "input" : "change", onControl);
     }
-    $("pooled").addEventListener("click", () => { state.query = 0; update(false); });
+    $("pooled").addEventListener("click", (event) => { state.query = 0; update(false, event); });
     $("input").addEventListener("click", onClick);
     $("overlay").addEventListener("click", onClick);
     drawColorbar();
