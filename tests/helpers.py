@@ -1,7 +1,14 @@
-"""Builders the tests share: toy data and a tiny ViT. Tests import them with `from helpers import ...`
+"""Builders the tests share: toy data, an image folder and a tiny ViT. Tests import them with `from helpers import ...`
 (pytest puts tests/ on sys.path); conftest.py offers them as the `toy` and `tiny_vit` fixtures too."""
 
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
 import torch
+from PIL import Image
 
 from vitnb import VisionTransformer, preset
 from vitnb.data import ImageTensorDataset
@@ -51,3 +58,65 @@ def direct(model: VisionTransformer, dataset: ImageTensorDataset, i: int):
     with torch.no_grad():
         logits, attentions = model(x, return_attention=True)
     return x, logits[0], attentions
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=8, size=12):
+    """An ImageFolder of PNGs: class k has bright rows k, k+2, ... over dark noise (RGB, `size` px)."""
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 60, (size, size, 3), generator=g)
+            pixels[k :: len(classes)] += 180
+            Image.fromarray(pixels.to(torch.uint8).numpy()).save(root / name / f"{i}.png")
+    return root
+
+
+# --- the browser tests' Chromium -----------------------------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_browser() -> None:
+    """Skip (or, with VITNB_REQUIRE_BROWSER=1, fail) when the browser or Playwright is unavailable."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (Debian: apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright Python package is not installed (pip install playwright; no browser download)"
+    if reason is None:
+        return
+    if os.environ.get("VITNB_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"VITNB_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000):
+    """A Playwright page in Debian's Chromium (headless, fresh profile); closed and stopped afterwards.
+    Skips (or fails: `require_browser`) when there is no browser."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="vitnb-chromium-") as profile:
+        context = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": width, "height": height},
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()

@@ -22,39 +22,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import chromium_page, require_browser
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = "07_attention_maps.ipynb"
 SCREENSHOT = ROOT / "runs" / "browser" / "07_attention_explorer.png"
 CHECKPOINT = ROOT / "runs" / "06_finetuning" / "vit_fmnist.pt"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a JupyterLab server, a browser and a notebook run
-
-
-def require_browser() -> None:
-    """Skip (or, with VITNB_REQUIRE_BROWSER=1, fail) when the browser or Playwright is unavailable."""
-    reason = None
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (Debian: apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "the playwright Python package is not installed (pip install playwright; no browser download)"
-    if reason is None:
-        return
-    if os.environ.get("VITNB_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"VITNB_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -151,21 +125,8 @@ def lab_server():
 @pytest.fixture
 def page():
     """A Playwright page in Debian's Chromium (headless, fresh profile); closed and stopped afterwards."""
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="vitnb-chromium-") as profile:
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with chromium_page() as page:
+        yield page
 
 
 def picture_bytes(image) -> list[int]:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
+from helpers import write_image_folder
 
 from vitnb.checkpoint import load_checkpoint, load_model, save_model
 from vitnb.cli import main
@@ -21,18 +21,6 @@ from vitnb.evaluation import predict
 from vitnb.model import VisionTransformer
 
 TINY_VIT = ["--model-opt", "depth=1", "--model-opt", "embed_dim=16", "--model-opt", "num_heads=2"]
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class=8, size=12):
-    """An ImageFolder of PNGs: class k has bright rows k, k+2, ... over dark noise (RGB, `size` px)."""
-    g = torch.Generator().manual_seed(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = torch.randint(0, 60, (size, size, 3), generator=g)
-            pixels[k :: len(classes)] += 180
-            Image.fromarray(pixels.to(torch.uint8).numpy()).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture
@@ -104,6 +92,20 @@ BAD_INPUTS = {
     "export onto an existing file": (
         ["export", "--checkpoint", "abc.pt", "--out", "exists.pt"],
         ["exists.pt exists", "--overwrite"],
+    ),
+    "explore onto an existing file": (
+        ["explore", "--checkpoint", "abc.pt", "--out", "exists.pt"],
+        ["exists.pt exists", "--overwrite"],
+    ),
+    "explore into a folder": (["explore", "--checkpoint", "abc.pt", "--out", "pets"], ["--out pets is a folder"]),
+    "explore no images": (["explore", "--checkpoint", "abc.pt", "--images", "0"], ["--images", "must be > 0"]),
+    "explore a data set the checkpoint cannot name": (
+        ["explore", "--checkpoint", "abc.pt", "--out", "new.html"],
+        ["abc.pt was trained on a data set without a name, which explore cannot load; pass --dataset"],
+    ),
+    "explore other classes": (
+        ["explore", "--checkpoint", "abc.pt", "--dataset", "folder:pets", "--out", "new.html"],
+        ["3 classes (a, b, c)", "2 classes (cat, dog)"],
     ),
     "unknown command": (["train-all"], ["invalid choice: 'train-all'"]),
 }

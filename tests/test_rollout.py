@@ -553,3 +553,24 @@ def test_average_pooled_maps_read_the_mean_of_the_patch_rows(dataset, class_toke
         ro.attention_rollout(batch, TokenLayout.of(model))[0],
         maps.attention_map(cache, -1, "rollout"),
     )
+
+
+@pytest.mark.parametrize(("class_token", "pool"), [(True, "token"), (False, "avg"), (True, "avg")])
+def test_every_map_is_attention_map_bit_for_bit(dataset, class_token, pool):
+    """The explorer page's numbers (`maps.every_map`) are `attention_map`'s, for every setting."""
+    model = tiny_vit(**MAPS_VIT, class_token=class_token, global_pool=pool)
+    cache = maps.forward_cache(model, *dataset[1])
+    stacked = maps.every_map(cache)
+    n, queries = cache.num_tokens, maps.query_options(cache.num_tokens)
+    assert queries[0] == ro.POOLED and queries[1:] == list(range(n))
+    assert stacked["raw"].shape == (3, 2 + 2, 1 + n, 4, 4)
+    assert stacked["rollout"].shape == (3, 1 + n, 4, 4)
+    assert stacked["gradient rollout"].shape == (3, 4, 4)
+    for layer in range(3):
+        for q, query in enumerate(queries):
+            for h, head in enumerate([0, 1, "mean", "max"]):
+                assert torch.equal(stacked["raw"][layer, h, q], maps.attention_map(cache, layer, head, query))
+            assert torch.equal(stacked["rollout"][layer, q], maps.attention_map(cache, layer, "rollout", query))
+    for target in range(3):
+        got = maps.attention_map(cache, 0, "gradient rollout", target=target)
+        assert torch.equal(stacked["gradient rollout"][target], got)

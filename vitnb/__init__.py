@@ -6,7 +6,8 @@ with import-linter):
 - core: models, configs, data, checkpoints (`VisionTransformer`, `preset`, `fashion_mnist`, `load_model`, ...)
 - engine: training and evaluation (`fit`, `evaluate`, `pretrain_mae`, `process_group`, ...)
 - analysis: attention maps (`attention_rollout`, `gradient_rollout`, `TokenLayout`, ...)
-- presentation: `vitnb.plotting`, `vitnb.widgets`, `python -m vitnb` (`vitnb.cli`)
+- presentation: `vitnb.plotting`, `vitnb.widgets`, `vitnb.explorer` (the explorer as one HTML page), `python -m vitnb`
+  (`vitnb.cli`)
 
 Every module is also reachable as `vitnb.<module>` (e.g. `vitnb.faithfulness`) and lists its own public names
 in `__all__`. The names below are imported on first use (PEP 562 `__getattr__`), so `import vitnb` and
@@ -123,6 +124,7 @@ _SUBMODULES = {
     "errors",
     "evaluation",
     "experiments",
+    "explorer",
     "faithfulness",
     "fractal",
     "importance",

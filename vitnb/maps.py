@@ -3,7 +3,8 @@
 `forward_cache(model, image)` runs the model once and keeps its logits and attentions (`ForwardCache`);
 `attention_map(cache, layer, head, query, target)` then gives any map of any layer, head or query token
 without running the model again (only a gradient rollout for a class not seen before runs it: forward and
-backward). The maths is `vitnb.rollout`'s.
+backward). `every_map(cache)` stacks all of them at once, for the explorer as a page (`vitnb.explorer`).
+The maths is `vitnb.rollout`'s.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .rollout import POOLED, Query, TokenLayout, gradient_rollout, raw_attention, rollout_matrix
+from .rollout import POOLED, Query, TokenLayout, fuse_heads, gradient_rollout, raw_attention, rollout_matrix
 from .runtime import eval_mode
 
-__all__ = ["ForwardCache", "Head", "attention_map", "forward_cache", "head_options", "single_thread"]
+__all__ = [
+    "ForwardCache",
+    "Head",
+    "attention_map",
+    "every_map",
+    "forward_cache",
+    "head_options",
+    "query_options",
+    "single_thread",
+]
 
 Head = int | Literal["mean", "max", "rollout", "gradient rollout"]  # what `attention_map` shows
 
@@ -158,3 +168,33 @@ def attention_map(
         matrix = cache.rollout(layer)[None]  # (1, N, N)
         return (cache.layout.readout(matrix) if query == POOLED else cache.layout.to_grid(matrix[:, query]))[0]
     return raw_attention(cache.attentions, layer, head, cache.layout, query=query)[0]
+
+
+def query_options(num_tokens: int) -> list[Query]:
+    """The `query` values `attention_map` accepts for N tokens, in `every_map`'s order: POOLED, then 0..N-1."""
+    return [POOLED, *range(num_tokens)]
+
+
+def _every_query(matrix: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(1, N, N) token-to-token weights -> (1 + N, h, w): the POOLED row (`layout.readout`), then every token's row."""
+    return torch.cat([layout.readout(matrix), layout.to_grid(matrix[0])])  # the N rows as a batch of N
+
+
+def every_map(cache: ForwardCache) -> dict[str, torch.Tensor]:
+    """Every map `attention_map` offers for the image of `cache`, stacked; each entry is the very tensor
+    `attention_map` returns for that setting (the same operations on the same tensors, so bit for bit):
+
+    - 'raw': (L, H + 2, Q, h, w) for block, head (0..H-1, then 'mean' and 'max'), query;
+    - 'rollout': (L, Q, h, w) for the rollout through blocks 0..block, query;
+    - 'gradient rollout': (C, h, w), one per class (C forward and backward passes, kept in the cache).
+
+    Q = 1 + N queries in `query_options` order: POOLED, then the token indices 0..N-1.
+    """
+    layout, heads = cache.layout, cache.num_heads
+    raw = []
+    for attn in cache.attentions:  # (1, H, N, N)
+        fused = [attn[:, h] for h in range(heads)] + [fuse_heads(attn, "mean"), fuse_heads(attn, "max")]
+        raw.append(torch.stack([_every_query(weights, layout) for weights in fused]))  # (H + 2, Q, h, w)
+    rollout = [_every_query(cache.rollout(layer)[None], layout) for layer in range(cache.num_layers)]
+    gradient = [cache.gradient_rollout(target) for target in range(cache.logits.shape[-1])]
+    return {"raw": torch.stack(raw), "rollout": torch.stack(rollout), "gradient rollout": torch.stack(gradient)}

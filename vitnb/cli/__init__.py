@@ -6,6 +6,7 @@
     python -m vitnb evaluate --checkpoint runs/finetune/model.pt --shift 2
     python -m vitnb predict shoe.png shirt.jpg --checkpoint runs/finetune/model.pt --top-k 3
     python -m vitnb export --checkpoint runs/finetune/model.pt                      # -> model.safetensors
+    python -m vitnb explore --checkpoint runs/finetune/model.pt --out explorer.html  # attention maps, one page
 
 Training commands call `vitnb.train.fit`, print a summary before they start and write a run folder beside
 the checkpoint (`model.pt` -> `model.run/` with `config.json` and a per-epoch `metrics.csv`: vitnb.runs).

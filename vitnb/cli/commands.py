@@ -199,21 +199,32 @@ def cmd_finetune(args) -> None:
     _train(args, model.train(), source, train, val)
 
 
-def cmd_evaluate(args) -> None:
-    from ..checkpoint import check_compatible, load_model
+def _checkpoint_data(args, ckpt: dict):
+    """The --dataset (default: the checkpoint's own) --split, prepared as the checkpoint's training data was, and
+    its name; a UsageError if it cannot be loaded or its classes, channels or size do not fit the checkpoint."""
+    from ..checkpoint import check_compatible
     from ..data import preprocess
-    from ..evaluation import evaluate
-    from ..patches import shift_image
 
-    model, ckpt = load_model(args.checkpoint)
     data = _recorded_preprocessing(args.checkpoint, ckpt)
     name = args.dataset or data["name"]
     if not (name in DATASETS or name.startswith("folder:")):
         trained_on = f"the data set {name!r}" if name else "a data set without a name"
-        raise UsageError(f"{args.checkpoint} was trained on {trained_on}, which evaluate cannot load; pass --dataset")
+        raise UsageError(
+            f"{args.checkpoint} was trained on {trained_on}, which {args.command} cannot load; pass --dataset"
+        )
     test = _load(name, args.split == "train", data["image_shape"][-1])
     test = preprocess(test.images, data, test.labels, test.classes, test.name)
     check_compatible(ckpt, test)
+    return test, name
+
+
+def cmd_evaluate(args) -> None:
+    from ..checkpoint import load_model
+    from ..evaluation import evaluate
+    from ..patches import shift_image
+
+    model, ckpt = load_model(args.checkpoint)
+    test, name = _checkpoint_data(args, ckpt)
     transform = (lambda x: shift_image(x, args.shift, args.shift)) if args.shift else None
     acc = evaluate(
         model, test, batch_size=args.batch_size, precision=args.precision, device=args.device, transform=transform
@@ -253,6 +264,29 @@ def cmd_export(args) -> None:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+def cmd_explore(args) -> None:
+    from pathlib import Path
+
+    from ..checkpoint import load_model
+    from ..explorer import write_explorer
+
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; name the page, e.g. {args.out / 'explorer.html'}")
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} exists; pass --overwrite to replace it")
+    model, ckpt = load_model(args.checkpoint)
+    if ckpt["kind"] != "vit":
+        raise UsageError(f"{args.checkpoint} holds a {ckpt['kind']} model; the explorer shows a ViT's attention maps")
+    test, name = _checkpoint_data(args, ckpt)
+    shown = f"folder:{Path(name.removeprefix('folder:')).name}" if name.startswith("folder:") else name
+    title = f"Attention explorer: {args.checkpoint.name} on {shown}"
+    page = write_explorer(args.out, model, test, images=args.images, source=f"{shown} {args.split}", title=title)
+    print(
+        f"wrote {args.out} ({page.size / 1e6:.2f} MB): {page.images} {args.split} images of {shown}, every map "
+        f"stored to within {page.error:.2%} of its range; open it in a browser"
+    )
+
+
 COMMANDS = {  # command name -> the function that runs it
     "fetch-data": cmd_fetch_data,
     "pretrain": cmd_pretrain,
@@ -260,4 +294,5 @@ COMMANDS = {  # command name -> the function that runs it
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "explore": cmd_explore,
 }

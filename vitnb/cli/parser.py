@@ -338,6 +338,33 @@ def _add_export(commands) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
+def _add_explore(commands) -> None:
+    p = _command(
+        commands,
+        "explore",
+        "write a ViT's attention explorer as one HTML page (no kernel, no network needed)",
+        "Write the attention explorer of a ViT checkpoint as one self-contained HTML page: every map (raw attention "
+        "per block and head, rollout, gradient rollout per class, every query) of a few images, precomputed, with "
+        "the controls of the notebook's explorer. Open it in any browser.",
+    )
+    p.add_argument("--checkpoint", type=_checkpoint_file, required=True, metavar="PATH", help="a ViT checkpoint")
+    p.add_argument(
+        "--out", type=Path, default=Path("explorer.html"), metavar="PATH", help="page to write (default: %(default)s)"
+    )
+    p.add_argument(
+        "--images", type=_positive_int, default=12, metavar="N", help="images on the page (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dataset",
+        type=_dataset_type(),
+        metavar="NAME",
+        default=None,
+        help=f"{', '.join(DATASETS)} or folder:PATH (default: the checkpoint's data set)",
+    )
+    p.add_argument("--split", default="test", choices=["train", "test"], help="split to show (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
 def _command(commands, name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
     """A sub-command's parser, with --debug (also accepted before the command name)."""
     p = commands.add_parser(name, help=help_, description=description or help_)
@@ -355,6 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COMMAND",
         help="what to do; `python -m vitnb COMMAND --help` for its options",
     )
-    for add in (_add_fetch_data, _add_pretrain, _add_finetune, _add_evaluate, _add_predict, _add_export):
+    for add in (_add_fetch_data, _add_pretrain, _add_finetune, _add_evaluate, _add_predict, _add_export, _add_explore):
         add(commands)
     return parser

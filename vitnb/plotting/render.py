@@ -3,7 +3,8 @@
 `display_image` and `upsampled_heat` are the one rule for turning an image and a map into pixels; the
 figures (`vitnb.plotting.images`) and the explorer's pictures (`render_overlay`, `to_png`) both use them,
 so they show a map the same way. `render_overlay` composes the picture in numpy, with no figure and no
-pyplot: the attention explorer redraws it on every control change, and an HTML page can embed its PNG.
+pyplot: the attention explorer redraws it on every control change. The explorer page (`vitnb.explorer`) draws
+in its script by the same rules, from `colour_table` and the pixels `render_overlay` gives.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["colorbar_strip", "display_image", "min_max", "render_overlay", "to_png", "upsampled_heat"]
+__all__ = ["colorbar_strip", "colour_table", "display_image", "min_max", "render_overlay", "to_png", "upsampled_heat"]
 
 
 def min_max(t: torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,7 @@ def upsampled_heat(heat: torch.Tensor, size: Sequence[int], scale: bool = True) 
 
 
 @functools.cache
-def _colour_table(cmap: str) -> np.ndarray:
+def colour_table(cmap: str) -> np.ndarray:
     """(256, 3) float32 RGB lookup table of a matplotlib colormap (building one per update is slow)."""
     return matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
 
@@ -73,7 +74,7 @@ def render_overlay(
     rgb = display_image(image).expand(3, -1, -1).permute(1, 2, 0).numpy()  # (H, W, 3) in [0, 1]
     if heat is not None and alpha > 0:
         heat = upsampled_heat(heat, rgb.shape[:2]).numpy()  # (H, W) in [0, 1]
-        rgb = (1 - alpha) * rgb + alpha * _colour_table(cmap)[(heat * 255 + 0.5).astype(np.intp)]  # (H, W, 3)
+        rgb = (1 - alpha) * rgb + alpha * colour_table(cmap)[(heat * 255 + 0.5).astype(np.intp)]  # (H, W, 3)
     out = np.repeat(np.repeat((rgb * 255 + 0.5).astype(np.uint8), scale, axis=0), scale, axis=1)
     if grid is not None:
         (height, width), (gh, gw) = out.shape[:2], grid
@@ -95,7 +96,7 @@ def colorbar_strip(cmap: str = "inferno", height: int = 128, width: int = 12) ->
     """A vertical colour scale as a uint8 RGB array (height, width, 3): the top row is `cmap` at 1, the
     bottom row at 0 (the explorer's colorbar beside its min-max scaled picture)."""
     levels = np.linspace(1, 0, height)  # top = the map's maximum
-    rgb = _colour_table(cmap)[(levels * 255 + 0.5).astype(np.intp)]  # (height, 3)
+    rgb = colour_table(cmap)[(levels * 255 + 0.5).astype(np.intp)]  # (height, 3)
     return np.repeat((rgb[:, None] * 255 + 0.5).astype(np.uint8), width, axis=1)
 
 
