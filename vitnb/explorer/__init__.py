@@ -17,8 +17,9 @@ Size and error: each map is stored as one byte per value over its own range (`en
 most 1/510 (0.196%) of its map's range, the map's smallest and largest values are exact, and the picture is
 exactly the min-max scaled map on 256 colour levels (the notebook's rule). The series' ViT (4 blocks of 4
 heads, 7x7 patches, no cls token, 10 classes) needs 1,410 maps of 49 values per image: 12 images make a page of
-1.35 MB (docs/explorer.html; its update latency in Chromium: benchmarks/RESULTS.md). The maps grow with blocks x heads x tokens^2, so a large
-ViT (ViT-B/16 at 224 px: 12 x 14 x 197 x 196 values) needs several MB per image.
+1.35 MB (docs/explorer.html; its update latency in Chromium: benchmarks/RESULTS.md). The maps grow with
+blocks x heads x tokens^2, so a large ViT (ViT-B/16 at 224 px: 12 x 14 x 197 x 196 values) needs several MB per
+image.
 
     page.py      explorer_page, write_explorer, ExplorerPage (the HTML, its size, the inline view), pick_images
     encode.py    the payload: quantisation, the order of the maps, reading a page back (`PageMaps`)
