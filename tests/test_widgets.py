@@ -162,7 +162,7 @@ def test_status_text_describes_the_map():
     heat = torch.tensor([[0.1, 0.5], [0.25, 0.2]])
     tail = "<br>2x2 patch grid, brightest patch (0, 1), weights 0.1-0.5 (display is min-max scaled)</small>"
     assert status_html(heat, "gradient rollout", 0, "cls", "a", "mean of patches") == (
-        "<small>gradient rollout for class <b>a</b> (all layers, read at: mean of patches)" + tail
+        "<small>gradient rollout for class <b>a</b> (all blocks, read at: mean of patches)" + tail
     )
     assert status_html(heat, 1, 3, "cls", "a") == "<small>block 3, head 1, attention of the cls token" + tail
     assert status_html(heat, "max", 0, "patch (0, 1)", "a") == (
@@ -172,7 +172,7 @@ def test_status_text_describes_the_map():
         status_html(heat, "rollout", 2, "cls", "a") == "<small>rollout through blocks 0-2, row of the cls token" + tail
     )
     assert status_html(heat, "gradient rollout", 2, "cls", "<b>") == (
-        "<small>gradient rollout for class <b>&lt;b&gt;</b> (all layers, read at: cls)" + tail
+        "<small>gradient rollout for class <b>&lt;b&gt;</b> (all blocks, read at: cls)" + tail
     )
 
 

@@ -56,7 +56,7 @@ def status_html(heat: torch.Tensor, head: Head, layer: int, token: str, class_na
     `token` names the query (`TokenLayout.describe_token`), `pooled` what the head reads ('cls' or 'mean of patches').
     """
     if head == "gradient rollout":
-        what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all layers, read at: {pooled})"
+        what = f"gradient rollout for class <b>{html.escape(class_name)}</b> (all blocks, read at: {pooled})"
     elif head == "rollout":
         what = f"rollout through blocks 0-{layer}, row of the {token} token"
     else:

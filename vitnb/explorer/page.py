@@ -59,7 +59,7 @@ class ExplorerPage:
         )
 
     def __repr__(self) -> str:
-        return f"ExplorerPage({self.images} images, {self.size / 1e6:.2f} MB; open the saved file in a browser)"
+        return f"ExplorerPage({self.images} images, {self.size / 1e6:.2f} MB; save() it and open the file in a browser)"
 
 
 def pick_images(dataset, count: int = DEFAULT_IMAGES) -> list[int]:
