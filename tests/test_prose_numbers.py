@@ -26,13 +26,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 # Numbers a notebook quotes from a paper or another document rather than from its own run, keyed by the
 # notebook's file name (without .ipynb): number as written -> where it comes from. Keep this short.
-ALLOWED: dict[str, dict[str, str]] = {
-    "05_pretraining": {
-        # The plain-pixel MAE target against norm_pix_loss, finetuned at 1% of the labels: benchmarks/RESULTS.md.
-        "77.6%": "benchmarks/RESULTS.md, MAE target comparison",
-        "77.2%": "benchmarks/RESULTS.md, MAE target comparison",
-    },
-}
+ALLOWED: dict[str, dict[str, str]] = {}
 
 # a number: digits with optional thousands separators and decimals, optionally a percent sign; a unit may
 # follow ("2.20x", "5.7M"). Not the end of a word ("ViT-B/16" is fine, "x2" is skipped) nor part of a longer

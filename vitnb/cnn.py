@@ -44,7 +44,19 @@ class CNNConfig(DictConfig):
             )
 
 
-class ResNet(torchvision.models.ResNet):
+class _LinearHead:
+    """The classifier of the CNN baselines: one linear layer named `fc` (torchvision's name)."""
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.cfg = self.cfg.replace(num_classes=num_classes)
+        self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.fc.weight.device)
+
+
+class ResNet(_LinearHead, torchvision.models.ResNet):
     """torchvision's ResNet with basic blocks, the stage widths and depths of `cfg`, a 3x3 stride-1 stem,
     no max-pool and `in_chans` input channels. Parameter names are torchvision's (conv1, layer1.0.conv1, fc)."""
 
@@ -74,14 +86,6 @@ class ResNet(torchvision.models.ResNet):
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = nn.Identity()
 
-    @property
-    def classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.cfg = self.cfg.replace(num_classes=num_classes)
-        self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.conv1.weight.device)
-
     def set_input_size(self, img_size: int) -> None:
         """Record a new image size (the network itself takes any size)."""
         self.cfg = self.cfg.replace(img_size=img_size)
@@ -105,7 +109,7 @@ class PixelConfig(DictConfig):
     img_size: int = 28
 
 
-class PixelClassifier(nn.Module):
+class PixelClassifier(_LinearHead, nn.Module):
     """A linear classifier on the raw pixels (multinomial logistic regression): the floor any image model must beat."""
 
     kind = "pixels"
@@ -117,14 +121,6 @@ class PixelClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg or PixelConfig(**kwargs)
         self.fc = nn.Linear(self.cfg.in_chans * self.cfg.img_size**2, self.cfg.num_classes)
-
-    @property
-    def classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.cfg = self.cfg.replace(num_classes=num_classes)
-        self.fc = nn.Linear(self.fc.in_features, num_classes).to(self.fc.weight.device)
 
     def set_input_size(self, img_size: int) -> None:
         raise UsageError(

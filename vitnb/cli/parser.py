@@ -256,13 +256,7 @@ def _add_finetune(commands) -> None:
         metavar="PATH",
         help="pretrained checkpoint (omit: from scratch)",
     )
-    p.add_argument(
-        "--dataset",
-        type=_dataset_type(),
-        metavar="NAME",
-        default=DATASETS[0],
-        help=f"{', '.join(DATASETS)} or folder:PATH (default: %(default)s)",
-    )
+    _add_dataset(p, DATASETS[0])
     p.add_argument(
         "--mode",
         default="full",
@@ -286,13 +280,7 @@ def _add_evaluate(commands) -> None:
         "size, channels, normalisation). The data set must have the checkpoint's classes.",
     )
     p.add_argument("--checkpoint", type=_checkpoint_file, required=True, metavar="PATH", help="checkpoint to score")
-    p.add_argument(
-        "--dataset",
-        type=_dataset_type(),
-        metavar="NAME",
-        default=None,
-        help=f"{', '.join(DATASETS)} or folder:PATH (default: the checkpoint's data set)",
-    )
+    _add_dataset(p)
     p.add_argument("--split", default="test", choices=["train", "test"], help="split to score (default: %(default)s)")
     p.add_argument(
         "--shift", type=int, default=0, metavar="PX", help="shift the images this many pixels right and down"
@@ -354,15 +342,21 @@ def _add_explore(commands) -> None:
     p.add_argument(
         "--images", type=_positive_int, default=12, metavar="N", help="images on the page (default: %(default)s)"
     )
+    _add_dataset(p)
+    p.add_argument("--split", default="test", choices=["train", "test"], help="split to show (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def _add_dataset(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--dataset NAME (a named data set or folder:PATH); without a default, the checkpoint's own data set."""
+    shown = "%(default)s" if default else "the checkpoint's data set"
     p.add_argument(
         "--dataset",
         type=_dataset_type(),
         metavar="NAME",
-        default=None,
-        help=f"{', '.join(DATASETS)} or folder:PATH (default: the checkpoint's data set)",
+        default=default,
+        help=f"{', '.join(DATASETS)} or folder:PATH (default: {shown})",
     )
-    p.add_argument("--split", default="test", choices=["train", "test"], help="split to show (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _command(commands, name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
