@@ -12,6 +12,7 @@ Notebooks and benchmarks import these modules; the library (`vitnb` outside this
     ablation         notebook 08: minor ViT modifications under one training protocol
     ablation_report  notebook 08's tables, the published claims checked, and its results paragraph
     figures          the figures of data_efficiency and ablation (their rows and summaries)
+    in_context       notebook 09: the ViT paper's published results beside the series', priced on this CPU
 """
 
 from .profiles import Profile, get_profile

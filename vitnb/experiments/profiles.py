@@ -66,6 +66,9 @@ _SETTINGS: dict[str, dict[str, object]] = {
 }
 
 
+    # --- the paper in context (notebook 09, experiments.in_context): timing a training step to price the paper's scale
+    "nb09_rate_batch_size": {"quick": 2, "full": 8},  # 224-pixel images per timed ViT-B/32 step
+    "nb09_rate_steps": {"quick": 1, "full": 3},  # timed steps (median), after one untimed step
 class Profile:
     """Attribute access to the settings of one profile; an unknown name is an error, not a default."""
 
