@@ -629,3 +629,43 @@ def test_more_than_chance_tells_a_clear_excess_from_noise():
     assert fa.more_than_chance(spread, torch.full((4,), 0.5), z=0.1) == 1  # a looser test calls it
     with pytest.raises(UsageError, match="paired per image"):
         fa.more_than_chance(torch.rand(5), torch.rand(4))
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_the_per_image_differences():
+    a = torch.tensor([0.3, 0.5, 0.4, 0.6])
+    b = torch.tensor([0.1, 0.4, 0.4, 0.3])
+    d = torch.tensor([0.2, 0.1, 0.0, 0.3], dtype=torch.float64)
+    paired = fa.paired_difference(a, b)
+    assert paired.n == 4
+    assert paired.mean == pytest.approx(0.15)
+    assert paired.sem == pytest.approx(d.std().item() / 2)
+    assert paired.z == pytest.approx(0.15 / paired.sem)
+    assert str(paired) == f"+0.150 ± {paired.sem:.3f}"
+    # what the two share cancels: a large common spread between images leaves the paired error unchanged
+    common = torch.tensor([0.0, 10.0, -5.0, 3.0])
+    assert fa.paired_difference(a + common, b + common).sem == pytest.approx(paired.sem)
+    assert paired.direction() == 1 and paired.direction(z=10) == 0
+    assert fa.paired_difference(b, a).direction() == -1
+    assert fa.PairedDifference(0.0, 0.0, 3).z == 0 and fa.PairedDifference(-0.1, 0.0, 3).z == -math.inf
+    with pytest.raises(UsageError, match="paired per image"):
+        fa.paired_difference(torch.rand(5), torch.rand(4))
+    with pytest.raises(UsageError, match="n >= 2"):
+        fa.paired_difference(torch.rand(1), torch.rand(1))
+
+
+def test_versus_reference_is_positive_for_a_more_faithful_map_on_both_curves():
+    x = torch.tensor([0.0, 1.0], dtype=torch.float64)  # flat curves: area = value
+
+    def flat(deletion, insertion):
+        return {"deletion": torch.tensor(deletion)[:, None].expand(-1, 2),
+                "insertion": torch.tensor(insertion)[:, None].expand(-1, 2)}  # fmt: skip
+
+    curves = {"random": flat([0.6, 0.5, 0.7], [0.3, 0.3, 0.4]), "good": flat([0.2, 0.1, 0.4], [0.6, 0.5, 0.6])}
+    deletion = fa.versus_reference(curves, x, "deletion")
+    insertion = fa.versus_reference(curves, x, "insertion")
+    assert list(deletion) == ["good"] and list(insertion) == ["good"]
+    assert deletion["good"].mean == pytest.approx(1.1 / 3)  # the random order's area minus the map's
+    assert insertion["good"].mean == pytest.approx(0.7 / 3)  # the map's area minus the random order's
+    assert deletion["good"] == fa.paired_difference(torch.tensor([0.6, 0.5, 0.7]), torch.tensor([0.2, 0.1, 0.4]))
+    with pytest.raises(UsageError, match="reference 'saliency' is not among"):
+        fa.versus_reference(curves, x, "deletion", reference="saliency")

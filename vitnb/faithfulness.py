@@ -13,6 +13,8 @@ An importance map (`vitnb.importance`) scores every patch of an image (B, h, w).
 
 The gradient maps measure each pixel against the canvas the curves delete to and insert on (`curve_canvas`);
 `faithfulness_curves` passes it to them as `canvas=`, for black and for blurred canvases alike.
+Two numbers measured on the same images are compared image by image: `paired_difference(a, b)` gives the mean
+of a - b and its standard error, `versus_reference` does so for every map against the random order, and
 `more_than_chance` says whether a per-image share (e.g. of background among a map's top patches) clearly
 differs from its chance level.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -40,6 +43,7 @@ __all__ = [
     "CURVES",
     "Baseline",
     "Curve",
+    "PairedDifference",
     "area_under_curve",
     "baseline_canvas",
     "compare_methods",
@@ -52,7 +56,9 @@ __all__ = [
     "foreground_share",
     "fractions",
     "more_than_chance",
+    "paired_difference",
     "perturbation_curve",
+    "versus_reference",
 ]
 
 Baseline = Literal["blank", "blur"]
@@ -354,18 +360,78 @@ def compare_methods(
     return rows
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """The mean of a per-image difference a - b over n images and its standard error (`paired_difference`).
+
+    The standard error is the differences' standard deviation (n - 1) over sqrt(n): roughly how far the mean
+    would move on another n images. `str()` gives '+0.046 ± 0.023'.
+    """
+
+    mean: float
+    sem: float
+    n: int
+
+    def direction(self, z: float = 2.0) -> int:
+        """+1 or -1 when the mean lies clearly above or below 0, by more than `z` standard errors; else 0."""
+        return 1 if self.mean > z * self.sem else (-1 if self.mean < -z * self.sem else 0)
+
+    @property
+    def z(self) -> float:
+        """The mean in standard errors (inf when the differences do not vary and the mean is not 0)."""
+        if self.sem > 0:
+            return self.mean / self.sem
+        return 0.0 if self.mean == 0 else math.copysign(math.inf, self.mean)
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} ± {self.sem:.3f}"
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> PairedDifference:
+    """Mean and standard error of a - b, where `a` and `b` (n,) are measured on the same n images, n >= 2.
+
+    Pairing takes the difference image by image before averaging, so what the two share (an image that is
+    hard for both) cancels and the standard error is that of the difference alone.
+    """
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise UsageError(
+            f"the two must be paired per image, each (n,) with n >= 2; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    d = a.double() - b.double()  # (n,), paired per image
+    return PairedDifference(d.mean().item(), d.std().item() / math.sqrt(len(d)), len(d))
+
+
+def versus_reference(
+    curves_by_method: dict[str, dict[str, torch.Tensor]], x: torch.Tensor, curve: Curve, reference: str = "random"
+) -> dict[str, PairedDifference]:
+    """For every method but `reference`: how much more faithful than `reference` it is by `curve`, paired.
+
+    The `paired_difference` of the two areas over the same images, signed so that > 0 is more faithful
+    (deletion: the reference's area minus the method's; insertion: the method's minus the reference's).
+    """
+    _check_curve(curve)
+    if reference not in curves_by_method:
+        raise UsageError(f"reference {reference!r} is not among the methods {list(curves_by_method)}")
+    areas = {m: area_under_curve(c[curve], x) for m, c in curves_by_method.items()}  # method -> (n,)
+    base = areas[reference]
+    return {
+        m: paired_difference(base, a) if curve == "deletion" else paired_difference(a, base)
+        for m, a in areas.items()
+        if m != reference
+    }
+
+
 def more_than_chance(share: torch.Tensor, chance: torch.Tensor, *, z: float = 2.0) -> int:
     """+1, -1 or 0: whether a per-image share lies clearly above, clearly below or level with its chance level.
 
     `share` and `chance` are (n,), paired per image: e.g. the share of background among a map's top patches,
     and background's share of the whole image (what a random choice of patches would give). Clearly: the mean
-    of the paired differences is more than `z` standard errors of that mean away from 0.
+    of the paired differences is more than `z` standard errors of that mean away from 0
+    (`paired_difference(share, chance).direction(z)`).
     """
     if share.shape != chance.shape or share.ndim != 1 or len(share) < 2:
         raise UsageError(
             f"share and chance must be paired per image, each (n,) with n >= 2; got {tuple(share.shape)} and "
             f"{tuple(chance.shape)}"
         )
-    d = share - chance  # (n,), paired per image
-    se = d.std().item() / len(d) ** 0.5
-    return 1 if d.mean() > z * se else (-1 if d.mean() < -z * se else 0)
+    return paired_difference(share, chance).direction(z)
