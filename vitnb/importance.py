@@ -2,7 +2,7 @@
 
 Every method maps (model, images, labels) to (B, h, w) scores on the model's patch grid, with `images`
 normalised as the model takes them and `labels` the true classes (`METHODS`; `importance_map` picks one):
-- 'raw attention': the last layer's attention, heads averaged, in the row the head reads
+- 'raw attention': the last block's attention, heads averaged, in the row the head reads
   (`rollout.raw_attention`);
 - 'rollout': attention rollout (`rollout.rollout_matrix`), same row;
 - 'gradient rollout': rollout of the positive part of A * dlogit/dA for the true class, each block's weights

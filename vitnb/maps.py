@@ -1,7 +1,7 @@
 """One image, one forward pass: every attention map of the explorer (`vitnb.widgets.AttentionExplorer`).
 
 `forward_cache(model, image)` runs the model once and keeps its logits and attentions (`ForwardCache`);
-`attention_map(cache, layer, head, query, target)` then gives any map of any layer, head or query token
+`attention_map(cache, layer, head, query, target)` then gives any map of any block, head or query token
 without running the model again (only a gradient rollout for a class not seen before runs it: forward and
 backward). `every_map(cache)` stacks all of them at once, for the explorer as a page (`vitnb.explorer`).
 The maths is `vitnb.rollout`'s.
@@ -64,7 +64,7 @@ class ForwardCache:
     logits: torch.Tensor  # (num_classes,)
     attentions: list[torch.Tensor]  # L x (1, heads, N, N), post-softmax
     layout: TokenLayout  # the model's tokens, and the one its head reads (the row POOLED queries)
-    _rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # layer -> (N, N)
+    _rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # block -> (N, N)
     _gradient_rollouts: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # class -> (h, w)
 
     @property
@@ -88,7 +88,7 @@ class ForwardCache:
         return int(self.logits.argmax())
 
     def rollout(self, layer: int) -> torch.Tensor:
-        """(N, N) rollout matrix through layers 0..layer, heads averaged (`rollout_matrix`)."""
+        """(N, N) rollout matrix through blocks 0..layer, heads averaged (`rollout_matrix`)."""
         if layer not in self._rollouts:
             with single_thread():
                 matrix = rollout_matrix(self.attentions[: layer + 1], self.layout)
@@ -154,9 +154,9 @@ def attention_map(
     row of the token the head reads, `TokenLayout.readout`: the cls token's, or the mean of the patch
     tokens' rows for an average-pooled model) or a token index (0 = the cls token when there is one, then
     the patches row by row). `head` selects the map:
-    - a head index, 'mean' or 'max': row `query` of layer `layer`'s attention (that head, or the heads
+    - a head index, 'mean' or 'max': row `query` of block `layer`'s attention (that head, or the heads
       fused entry-wise), patch columns only: `raw_attention`.
-    - 'rollout': row `query` of the rollout through layers 0..`layer` (inclusive); at the last layer
+    - 'rollout': row `query` of the rollout through blocks 0..`layer` (inclusive); at the last block
       and POOLED this is exactly `attention_rollout(attentions, TokenLayout.of(model))`.
     - 'gradient rollout': `gradient_rollout` for class `target` (None: the predicted class). It explains
       one logit of the whole network, read where the head reads, so it ignores `layer` and `query`.

@@ -1,7 +1,8 @@
 """Attention maths for looking inside a ViT: rollout, gradient rollout, raw attention maps, attention distance.
 
 The functions work on plain tensors: a list of L post-softmax attention tensors, one per block in forward
-order, each (B, H, N, N), where N = P prefix tokens (cls, ...) + h * w patch tokens in row-major order.
+order (block 0, the first, ... block L-1, as `model.blocks` indexes them), each (B, H, N, N), where
+N = P prefix tokens (cls, ...) + h * w patch tokens in row-major order.
 Where the token layout matters, a `TokenLayout` says what the N tokens are and which one the head reads;
 `TokenLayout.of(model)` reads it off a `VisionTransformer`:
 
@@ -14,7 +15,7 @@ averages the patch tokens (`global_pool='avg'`): the head reads the mean patch t
 input token j is the mean over the patch rows of column j.
 
 Maps are returned raw, never rescaled; figures min-max scale them for display (`vitnb.plotting`).
-`vitnb.maps` serves the attention explorer: one forward pass per image, then any map of any layer, head or
+`vitnb.maps` serves the attention explorer: one forward pass per image, then any map of any block, head or
 query token. How far each map can be trusted (deletion and insertion curves) is measured in
 `vitnb.faithfulness`.
 """
@@ -174,7 +175,7 @@ def discard_smallest(fused: torch.Tensor, ratio: float, *, keep_cls_row: bool) -
 
 
 def _discard(fused: list[torch.Tensor], ratio: float, layout: TokenLayout) -> list[torch.Tensor]:
-    """`discard_smallest` on every layer when `ratio` > 0, keeping the cls row when there is a prefix token."""
+    """`discard_smallest` on every block when `ratio` > 0, keeping the cls row when there is a prefix token."""
     if ratio <= 0:
         return fused
     return [discard_smallest(a, ratio, keep_cls_row=layout.num_prefix_tokens >= 1) for a in fused]
@@ -187,7 +188,7 @@ def _add_identity_and_normalise(fused: torch.Tensor) -> torch.Tensor:
 
 
 def _accumulate(fused_layers: Sequence[torch.Tensor]) -> torch.Tensor:
-    """R = A_L_hat @ ... @ A_1_hat: each later layer multiplies on the LEFT.  (B, N, N)"""
+    """R = A_{L-1}_hat @ ... @ A_0_hat (blocks 0..L-1): each later block multiplies on the LEFT.  (B, N, N)"""
     rollout = None
     for fused in fused_layers:
         a_hat = _add_identity_and_normalise(fused)
@@ -206,8 +207,8 @@ def rollout_matrix(
 ) -> torch.Tensor:
     """Full attention-rollout matrix R (B, N, N) of Abnar & Zuidema (2020); every row sums to 1.
 
-    Per layer: fuse heads, optionally `discard_smallest` (never in the cls row), add the identity, normalise
-    rows; then R = A_L_hat @ ... @ A_1_hat. R[b, i, j] is how much of input token j reaches output token i.
+    Per block: fuse heads, optionally `discard_smallest` (never in the cls row), add the identity, normalise
+    rows; then R = A_{L-1}_hat @ ... @ A_0_hat. R[b, i, j] is how much of input token j reaches output token i.
     """
     if attentions:
         layout.check_tokens(attentions)
@@ -229,17 +230,17 @@ def attention_rollout(
 
 
 def relevance(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """One layer's weights for gradient rollout: (B, H, N, N) attention and its gradient -> (B, N, N).
+    """One block's weights for gradient rollout: (B, H, N, N) attention and its gradient -> (B, N, N).
 
     The positive part of A * dlogit/dA (the mixing that raises the logit), heads averaged, divided by the
     mean over the N tokens of the row sums of |A * dlogit/dA| (heads averaged), one number per image.
 
     Why the division: A * dlogit/dA is measured in units of the logit, so its size depends on how large the
-    logits are, not on how much the layer mixes, and next to the identity that rollout adds for the residual
+    logits are, not on how much the block mixes, and next to the identity that rollout adds for the residual
     stream it is typically tiny: the rolled-out map would stay at the identity's uniform floor. Divided by
-    the layer's total relevance, a layer whose relevance is all positive has rows that sum to 1 on average,
-    as an attention matrix does, and the residual keeps the share it has in `rollout_matrix`; a layer that
-    mostly argues against the class keeps small weights, and a layer without relevance (all 0) stays 0, so
+    the block's total relevance, a block whose relevance is all positive has rows that sum to 1 on average,
+    as an attention matrix does, and the residual keeps the share it has in `rollout_matrix`; a block that
+    mostly argues against the class keeps small weights, and a block without relevance (all 0) stays 0, so
     only the identity passes. The result is unchanged when the logit is multiplied by a positive constant.
     """
     product = attn * grad  # (B, H, N, N)
@@ -255,14 +256,14 @@ def gradient_rollout_matrix(
     *,
     discard_ratio: float = 0.0,
 ) -> torch.Tensor:
-    """Class-specific rollout matrix (B, N, N) of `model` on images `x`: each layer's attention weighted by
+    """Class-specific rollout matrix (B, N, N) of `model` on images `x`: each block's attention weighted by
     ITS OWN gradient, then rolled out like `rollout_matrix`; every row sums to 1.
 
     The chosen logit (default: the predicted class; or an int, or a (B,) tensor of classes) is
     differentiated w.r.t. the attention tensors only, via `torch.autograd.grad`, so no parameter gets
-    a `.grad`. Per layer (`relevance`): the positive part of A * dlogit/dA, heads averaged, divided by the
-    layer's total |A * dlogit/dA| per token (so the weights do not depend on the logit's scale), optionally
-    `discard_smallest`; then A -> (A + I) / row sums and R = A_L_hat @ ... @ A_1_hat. The model runs in eval
+    a `.grad`. Per block (`relevance`): the positive part of A * dlogit/dA, heads averaged, divided by the
+    block's total |A * dlogit/dA| per token (so the weights do not depend on the logit's scale), optionally
+    `discard_smallest`; then A -> (A + I) / row sums and R = A_{L-1}_hat @ ... @ A_0_hat. The model runs in eval
     mode (no dropout) and every submodule gets its mode back.
     """
     with eval_mode(model), torch.enable_grad():
@@ -273,7 +274,7 @@ def gradient_rollout_matrix(
             target_class = logits.argmax(dim=-1)
         target = torch.as_tensor(target_class, device=logits.device).expand(logits.shape[0])  # (B,)
         score = logits.gather(1, target[:, None]).sum()  # samples are independent: sum = per-sample
-        grads = torch.autograd.grad(score, attentions)  # L x (B, H, N, N), grads[i] belongs to layer i
+        grads = torch.autograd.grad(score, attentions)  # L x (B, H, N, N), grads[i] belongs to block i
     fused = [relevance(a.detach(), g) for a, g in zip(attentions, grads, strict=True)]  # L x (B, N, N)
     return _accumulate(_discard(fused, discard_ratio, TokenLayout.of(model)))
 
@@ -302,12 +303,12 @@ def raw_attention(
     *,
     query: Query = POOLED,
 ) -> torch.Tensor:
-    """(B, h, w): one layer's attention over the patch tokens, in the row of token `query`.
+    """(B, h, w): one block's attention over the patch tokens, in the row of token `query`.
 
-    `layer` indexes `attentions` (negative counts from the end); `head` is a head index or a fusion of the
-    heads. query=POOLED (default) reads the token the head reads (`layout.readout`): for 'avg' the mean of
-    the patch rows, i.e. the attention each patch receives on average; an int is a token index (0: the cls
-    token, when there is one).
+    `layer` indexes `attentions`, i.e. the blocks (0 = first; negative counts from the end); `head` is a head
+    index or a fusion of the heads. query=POOLED (default) reads the token the head reads (`layout.readout`):
+    for 'avg' the mean of the patch rows, i.e. the attention each patch receives on average; an int is a token
+    index (0: the cls token, when there is one).
     """
     attn = attentions[layer]  # (B, H, N, N)
     weights = attn[:, head] if isinstance(head, int) else fuse_heads(attn, head)  # (B, N, N)
@@ -319,7 +320,7 @@ def raw_attention(
 def mean_attention_distance(
     attentions: Sequence[torch.Tensor], layout: TokenLayout, *, patch_size: int = 1
 ) -> torch.Tensor:
-    """(L, H): attention-weighted mean query-key distance in pixels, per layer and head (ViT Fig. 7).
+    """(L, H): attention-weighted mean query-key distance in pixels, per block and head (ViT Fig. 7).
 
     Only patch-to-patch weights are used: prefix rows and columns are dropped and each remaining row
     is renormalised to sum to 1, i.e. it is the distance of the attention that stays among patches.
