@@ -4,6 +4,8 @@
     plotting.show_patches(image, 4)
     plotting.plot_map_grid(images, {"rollout": maps}, label="x uniform")
 
+    diagrams   the architecture: the whole ViT (Figure 1 of its paper, with equations 1-4 and vitnb's modules),
+               an encoder block with pre-norm and with post-norm
     images     an image, a map over it (`show_map`), a grid of maps over images (`plot_map_grid`), patches,
                the similarity of position embeddings
     attention  attention heatmaps, every map of one image, attention distance, deletion and insertion curves
@@ -21,6 +23,7 @@ from .attention import (
     plot_deletion_insertion,
     plot_mean_attention_distance,
 )
+from .diagrams import plot_encoder_blocks, plot_vit_architecture
 from .images import (
     patch_mosaic,
     plot_map_grid,
@@ -44,11 +47,13 @@ __all__ = [
     "plot_attention_maps",
     "plot_class_samples",
     "plot_deletion_insertion",
+    "plot_encoder_blocks",
     "plot_history",
     "plot_map_grid",
     "plot_mean_attention_distance",
     "plot_pos_embed_similarity",
     "plot_reconstructions",
+    "plot_vit_architecture",
     "pos_embed_similarity",
     "render_overlay",
     "show_image",
