@@ -22,7 +22,7 @@ from vitnb.experiments.ablation import (
     run_ablation,
     variant_source,
 )
-from vitnb.experiments.ablation_report import CLAIMS, claims, findings, table, verdict
+from vitnb.experiments.ablation_report import CLAIMS, choices, claims, findings, table, verdict
 from vitnb.experiments.figures import ablation_styles, plot_ablation, plot_ablation_curves
 from vitnb.experiments.results import write_csv
 
@@ -270,3 +270,55 @@ def test_findings_say_in_words_what_the_numbers_show():
     ]
     assert "Seed by seed" not in findings(compare(rows))  # without the rows, no seed-by-seed count
     assert "speed" not in findings(compare(rows))  # nor a speed sentence without speeds
+
+
+def test_choices_weigh_each_design_choice_in_the_pairs_that_differ_in_it_alone():
+    def summary(accs):
+        rows = [
+            {"variant": v, "regime": "A", "seed": i, "test_acc": a, "params": 1, "steps": 1}
+            for v, pair in accs.items()
+            for i, a in enumerate(pair)
+        ]
+        return compare(rows)
+
+    accs = {
+        "baseline": (0.70, 0.72),
+        "avg pool": (0.72, 0.74),  # +2 over the baseline: within the 2-point ranges
+        "sin-cos pos": (0.75, 0.76),  # +4.5 over the baseline: beyond
+        "avg pool + sin-cos": (0.74, 0.75),  # -1 against sin-cos pos (pooling); +1.5 against avg pool (positions)
+    }
+    pooling, positions = choices(summary(accs)).splitlines()
+    assert pooling == (
+        "- **Average pooling against a class token:** +2.00 points with learned positions (*avg pool* against "
+        "*baseline*), within the seed ranges; -1.00 points with sin-cos positions (*avg pool + sin-cos* against "
+        "*sin-cos pos*), within the seed ranges. Neither is ahead in every pair, so these runs show neither to be "
+        "better; in the series' ViT it is a choice of simplicity: no extra token to learn and to carry through every "
+        "block."
+    )
+    assert "+4.50 points with a class token (*sin-cos pos* against *baseline*), more than both seed ranges" in positions
+    assert (
+        "ahead in every pair, and by more than both seed ranges in 1 of 2: partial support; in the series' "
+        in positions
+    )
+    # average pooling ahead by more than both ranges in both pairs: supported, and no other reason is given
+    clear = {**accs, "avg pool": (0.76, 0.77), "avg pool + sin-cos": (0.79, 0.80)}
+    pooling = choices(summary(clear)).splitlines()[0]
+    assert pooling.endswith(
+        "Average pooling is ahead in every pair, by more than both seed ranges: these runs support it."
+    )
+    behind = {**accs, "avg pool": (0.65, 0.66), "avg pool + sin-cos": (0.70, 0.71)}
+    assert "A class token is ahead in every pair, by more than both seed ranges: these runs favour it;" in choices(
+        summary(behind)
+    )
+    partly = {**behind, "avg pool + sin-cos": (0.745, 0.755)}  # -0.5 against sin-cos pos: within the 1-point ranges
+    assert (
+        "A class token is ahead in every pair, and by more than both seed ranges in 1 of 2: partial support; in the "
+        "series' ViT it is a choice of simplicity" in choices(summary(partly))
+    )
+    # a pair with a variant missing is skipped; a choice with no pair measured has no bullet
+    only = choices(summary({k: accs[k] for k in ("baseline", "avg pool")}))
+    assert (
+        only.count("\n") == 0
+        and "+2.00 points with learned positions" in only
+        and "within the seed ranges: two" in only
+    )

@@ -1,7 +1,8 @@
 """Notebook 08's results in tables and in words, computed from `ablation.compare`'s summary.
 
 `table` is the notebook's table of variants; `claims` checks each published claim against the measured change
-(`verdict`); `findings` writes the results paragraph, every number taken from the summary (and the runs), so
+(`verdict`); `findings` writes the results paragraph and `choices` what the runs say about the series' two
+design choices (average pooling, sin-cos positions), every number taken from the summary (and the runs), so
 that the notebook's sentences cannot drift from its tables.
 """
 
@@ -14,10 +15,12 @@ from .ablation import BASE
 from .results import markdown_table
 
 __all__ = [
+    "CHOICES",
     "CLAIMS",
     "COMBINATIONS",
     "CONVERGED_CLAIMS",
     "DEEP_STACK_CLAIMS",
+    "choices",
     "claims",
     "findings",
     "table",
@@ -203,3 +206,72 @@ def _combination(combo: dict, parts: Sequence[dict]) -> str:
         f"*{combo['variant']}* ({_pp(combo['delta'])}) does {better} (*{best['variant']}*: {_pp(best['delta'])}), "
         f"a gap of {abs(100 * gap):.2f} points, {note}{rest}."
     )
+
+
+# --- the series' design choices, each measured in pairs of variants that differ in that choice alone ----------
+# choice: (the series' option, the other option, [(variant with the series' option, variant with the other one,
+# what the pair shares)], why the series takes its option where the runs do not show it better)
+CHOICES: dict[str, tuple[str, str, tuple[tuple[str, str, str], ...], str]] = {
+    "pooling": (
+        "average pooling",
+        "a class token",
+        (
+            ("avg pool", "baseline", "with learned positions"),
+            ("avg pool + sin-cos", "sin-cos pos", "with sin-cos positions"),
+        ),
+        "a choice of simplicity: no extra token to learn and to carry through every block",
+    ),
+    "positions": (
+        "the fixed sin-cos table",
+        "a learned table",
+        (("sin-cos pos", "baseline", "with a class token"), ("avg pool + sin-cos", "avg pool", "with average pooling")),
+        "a choice of simplicity: a formula with nothing to learn, and it extends to a larger grid of patches",
+    ),
+}
+
+
+def choices(summary: Sequence[dict], regime: str | None = None) -> str:
+    """Markdown bullets, one per design choice of the series' ViT (`CHOICES`): the change of the mean accuracy
+    from the other option to the series' one in each pair of variants that differ in that choice alone, whether it
+    is larger than both seed ranges, and what that supports. The series' option counts as better only when it is
+    ahead in every pair by more than both seed ranges; otherwise the bullet also gives the series' reason for it.
+    `regime`: which regime's runs to read (default: the summary's first)."""
+    regime = regime if regime is not None else summary[0]["regime"]
+    by = {s["variant"]: s for s in summary if s["regime"] == regime}
+    lines = []
+    for ours, other, pairs, otherwise in CHOICES.values():
+        measured = [(by[a], by[b], shared) for a, b, shared in pairs if a in by and b in by]
+        if not measured:
+            continue
+        parts, gaps, beyond = [], [], []
+        for a, b, shared in measured:
+            gap = a["mean"] - b["mean"]
+            clear = abs(gap) > max(a["spread"], b["spread"])
+            gaps.append(gap)
+            beyond.append(clear)
+            where = "more than both seed ranges" if clear else "within the seed ranges"
+            parts.append(f"{_pp(gap)} points {shared} (*{a['variant']}* against *{b['variant']}*), {where}")
+        ahead, behind = all(g > 0 for g in gaps), all(g < 0 for g in gaps)
+        leader = ours if ahead else other
+        if (ahead or behind) and all(beyond):
+            supports = "these runs support it" if ahead else "these runs favour it"
+            verdict_text = f"{leader} is ahead in every pair, by more than both seed ranges: {supports}"
+        elif (ahead or behind) and any(beyond):
+            verdict_text = (
+                f"{leader} is ahead in every pair, and by more than both seed ranges in {sum(beyond)} of "
+                f"{len(gaps)}: partial support"
+            )
+        elif ahead or behind:
+            verdict_text = f"{leader} is ahead in every pair, but within the seed ranges: two seeds cannot tell"
+        else:
+            verdict_text = "neither is ahead in every pair, so these runs show neither to be better"
+        if ahead and all(beyond):
+            why = ""
+        else:
+            why = f"; in the series' ViT it is {'also ' if ahead and any(beyond) else ''}{otherwise}"
+        lines.append(f"**{_capital(ours)} against {other}:** {'; '.join(parts)}. {_capital(verdict_text)}{why}.")
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -62,6 +62,8 @@ BUILDERS = {
     "resnet18": lambda num_classes: resnet18(num_classes=num_classes),
     "vit_scratch": lambda num_classes: VisionTransformer(preset(SERIES_PRESET, num_classes=num_classes)),
     "vit_mae": lambda num_classes: from_pretrained(load_or_pretrain("mae"), num_classes),
+    # a linear probe: the masked autoencoder's encoder frozen, only the new head trained
+    "vit_mae_probe": lambda num_classes: from_pretrained(load_or_pretrain("mae"), num_classes, mode="linear"),
     "vit_fractal": lambda num_classes: from_pretrained(load_or_pretrain("fractal"), num_classes),
 }
 MODELS = tuple(BUILDERS)
@@ -127,7 +129,8 @@ def load_or_train_fmnist_vit(path: str | os.PathLike = FMNIST_VIT_PATH, verbose:
 
 def make_model(name: str, num_classes: int = 10) -> nn.Module:
     """A fresh model for a 28x28 grayscale task: one of `MODELS` ('pixels' is logistic regression; 'vit_mae' and
-    'vit_fractal' are the series' ViT initialised from notebook 05's pretraining routes)."""
+    'vit_fractal' are the series' ViT initialised from notebook 05's pretraining routes; 'vit_mae_probe' is the
+    masked autoencoder's encoder frozen under a new head, a linear probe)."""
     if name not in BUILDERS:
         raise UsageError(f"unknown model {name!r}; choose from {MODELS}")
     return BUILDERS[name](num_classes)

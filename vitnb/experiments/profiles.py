@@ -44,6 +44,9 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb06_seeds": {"quick": [[0, 1], [0], [0]], "full": [[0, 1], [0], [0]]},  # training seeds, per budget
     "nb06_test_per_class": {"quick": 10, "full": 500},  # test images per class scored (500 -> 5,000)
     "nb06_curve_per_class": {"quick": 5, "full": 200},  # of which scored for the learning curves (200 -> 2,000)
+    # the exercises' short runs at 1% of the labels: the linear probe, and crops against a no-crop control
+    "nb06_probe_images": {"quick": 256, "full": 19_200},  # a quarter of the 1% column's budget when full
+    "nb06_crop_images": {"quick": 64, "full": 6_400},  # a twelfth of it: early training
     # the stand-in for the series' ViT that load_or_train_fmnist_vit trains when notebook 06's is missing
     "fmnist_vit_fallback_epochs": {"quick": 1, "full": 2},
     "fmnist_vit_fallback_per_class": {"quick": 50, "full": 6000},
