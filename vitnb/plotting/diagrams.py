@@ -456,7 +456,7 @@ def plot_vit_architecture(
 
     # left to right: the main column, the labels of the equations, the block drawn large
     label_x = _MAIN[1] + 0.45
-    zoom_left = label_x + (6.4 if full else 1.0)
+    zoom_left = label_x + (6.8 if full else 1.0)
     zoom_right = zoom_left + 2.3 + (6.65 if full else 2.45)
     width, height = zoom_right + 0.3, 12.4
     fig, ax = _canvas(width, height, 0.48)
