@@ -357,6 +357,20 @@ def test_pretrain_mae_vit_saves_an_encoder_that_loads_into_a_classifier(tmp_path
     assert model.head.out_features == 3
 
 
+def test_linear_probe_trains_a_new_head_on_a_copy_of_the_frozen_encoder(toy):
+    encoder = tiny_vit(classes=5)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    probe = pretraining.linear_probe(encoder, toy(n=40, classes=3), TrainConfig(epochs=2, **FAST))
+    assert not probe.training and probe.head.out_features == 3 and probe.cfg.num_classes == 3
+    assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    for key, value in encoder.state_dict().items():  # the encoder itself is untouched
+        assert torch.equal(value, before[key]), key
+    for key, value in probe.state_dict().items():  # the probe's body is the encoder's, its head is new and trained
+        if not key.startswith("head."):
+            assert torch.equal(value, before[key]), key
+    assert encoder.head.out_features == 5 and probe.head.weight.abs().max() > 0
+
+
 def test_load_or_train_fmnist_vit_trains_a_stand_in_once(tmp_path, monkeypatch, toy, capsys):
     monkeypatch.setenv("VITNB_PROFILE", "quick")  # 50 images per class, one epoch
     monkeypatch.setattr(data_efficiency, "fashion_mnist", lambda train: toy(n=600, size=28, classes=10))
@@ -489,6 +503,31 @@ def test_reconstruction_grid_shares_one_grey_scale():
     plt.close(fig)
     with pytest.raises(UsageError, match="one shape"):
         plot_reconstructions({"a": images, "b": images[:2]})
+
+
+def test_reconstruction_grid_covers_hidden_patches_in_a_colour_of_their_own():
+    images = torch.rand(3, 1, 8, 8)  # a 2x2 grid of 4-pixel patches
+    hidden = torch.tensor([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    fig = plot_reconstructions({"image": images, "masked": images}, patch_size=4, hidden=hidden, hidden_rows=["masked"])
+    image_row, masked_row = fig.axes[:3], fig.axes[3:]
+    assert [len(ax.patches) for ax in image_row] == [0, 0, 0]  # only the named rows are covered
+    assert [len(ax.patches) for ax in masked_row] == [2, 0, 3]
+    corners = sorted(p.get_xy() for p in masked_row[0].patches)  # patches 0 (top left) and 3 (bottom right)
+    assert corners == [(-0.5, -0.5), (3.5, 3.5)] and masked_row[0].patches[0].get_width() == 4
+    red, green, blue, alpha = masked_row[2].patches[0].get_facecolor()
+    assert alpha > 0.5 and red - blue > 0.5  # a coloured tint, not a grey of the image's scale
+    assert masked_row[0].patches[0].get_hatch()
+    (legend,) = fig.legends
+    assert "hidden" in legend.get_texts()[0].get_text()
+    plt.close(fig)
+    with pytest.raises(UsageError, match="hidden needs patch_size"):
+        plot_reconstructions({"masked": images}, hidden=hidden, hidden_rows=["masked"])
+    with pytest.raises(UsageError, match="hidden needs patch_size"):
+        plot_reconstructions({"masked": images}, patch_size=4, hidden=hidden[:, :3], hidden_rows=["masked"])
+    with pytest.raises(UsageError, match="hidden_rows names rows"):
+        plot_reconstructions({"masked": images}, patch_size=4, hidden=hidden, hidden_rows=["image"])
+    with pytest.raises(UsageError, match="hidden_rows names rows"):
+        plot_reconstructions({"masked": images}, patch_size=4, hidden_rows=["masked"])
 
 
 def test_shown_path_hides_the_machines_folders(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "ROUTES",
     "from_pretrained",
     "imagenet_vit",
+    "linear_probe",
     "load_or_pretrain",
     "pretrain_fractal",
     "pretrain_mae_vit",
@@ -141,3 +143,15 @@ def from_pretrained(
     if mode == "linear":
         freeze_all_but_head(model)
     return model.train()
+
+
+def linear_probe(encoder: VisionTransformer, labelled: ImageTensorDataset, cfg: TrainConfig) -> VisionTransformer:
+    """A linear probe of `encoder` (e.g. `mae.encoder`): a copy of it with a new head for `labelled`'s classes,
+    everything but the head frozen, and the head trained on `labelled` by `cfg` (e.g.
+    `data_efficiency.series_recipe(epochs, lr=1e-2)`). Returns the probe, in eval mode; `encoder` is left as it
+    was."""
+    probe = copy.deepcopy(encoder)
+    probe.reset_classifier(labelled.num_classes)
+    freeze_all_but_head(probe)
+    fit(probe, labelled, None, cfg, progress=False, verbose=False)
+    return probe

@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..errors import UsageError
 
@@ -61,28 +63,61 @@ def plot_class_samples(dataset, num_classes: int = 8, per_class: int = 6, title:
     return fig
 
 
-def plot_reconstructions(rows: dict[str, torch.Tensor], patch_size: int | None = None) -> Figure:
+def plot_reconstructions(
+    rows: dict[str, torch.Tensor],
+    patch_size: int | None = None,
+    hidden: torch.Tensor | None = None,
+    hidden_rows: Sequence[str] = (),
+    hidden_color: str = "tab:orange",
+) -> Figure:
     """A grid with one row per entry of `rows` ({label: images (B, C, H, W)}, e.g. the images, the masked input
     and the reconstructions of `vitnb.mae.MaskedAutoencoder.reconstruct`) and one column per image.
 
     Every image is drawn on one grey scale, shared by all rows, so that a reconstruction is not stretched to look
-    sharper than it is; `patch_size` draws faint patch borders."""
+    sharper than it is; `patch_size` draws faint patch borders. `hidden` (B, N), 1 where a patch is hidden (the
+    mask `MaskedAutoencoder` returns; needs `patch_size`), covers those patches with a hatched tint of
+    `hidden_color` in the rows named in `hidden_rows`, and a legend names the colour."""
     batches = list(rows.values())
     if len({b.shape for b in batches}) != 1:
         raise UsageError(f"every row needs images of one shape, got {[tuple(b.shape) for b in batches]}")
+    unknown = [label for label in hidden_rows if label not in rows]
+    if unknown or (hidden_rows and hidden is None):
+        raise UsageError(f"hidden_rows names rows of `rows` and needs `hidden`; got {list(hidden_rows)}")
+    n, size = batches[0].shape[0], batches[0].shape[-1]
+    if hidden is not None:
+        grid = size // patch_size if patch_size else 0
+        if not patch_size or tuple(hidden.shape) != (n, grid * grid):
+            raise UsageError(
+                f"hidden needs patch_size and one flag per patch of each image, shape ({n}, N); "
+                f"got {tuple(hidden.shape)} with patch_size={patch_size}"
+            )
     low, high = min(b.min() for b in batches).item(), max(b.max() for b in batches).item()
-    n = batches[0].shape[0]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n + 1.6, 1.25 * len(rows)), dpi=80, squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
             ax.imshow(images[c, 0].detach().cpu().float().numpy(), cmap="gray", vmin=low, vmax=high)
             if patch_size:
-                size = images.shape[-1]
                 for t in range(patch_size, size, patch_size):
                     ax.axhline(t - 0.5, color="tab:blue", lw=0.3, alpha=0.5)
                     ax.axvline(t - 0.5, color="tab:blue", lw=0.3, alpha=0.5)
+            if label in hidden_rows:
+                for k in hidden[c].nonzero().flatten().tolist():  # row-major patch index -> (row, column)
+                    corner = ((k % grid) * patch_size - 0.5, (k // grid) * patch_size - 0.5)
+                    ax.add_patch(_hidden_patch(corner, patch_size, hidden_color))
             ax.set_xticks([]), ax.set_yticks([])
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
-    fig.subplots_adjust(left=1.5 / (1.2 * n + 1.6), right=0.99, bottom=0.01, top=0.99, wspace=0.05, hspace=0.05)
+    top = 0.99
+    if hidden_rows:
+        top = 1 - 0.35 / (1.25 * len(rows))  # room for the legend above the grid
+        key = _hidden_patch((0, 0), 1, hidden_color, label="hidden patch: the encoder never sees it")
+        fig.legend(handles=[key], loc="upper center", fontsize="small", frameon=False)
+    fig.subplots_adjust(left=1.5 / (1.2 * n + 1.6), right=0.99, bottom=0.01, top=top, wspace=0.05, hspace=0.05)
     return fig
+
+
+def _hidden_patch(corner: tuple[float, float], size: float, color: str, label: str | None = None) -> Rectangle:
+    """A square that marks a hidden patch: a tint of `color`, hatched, opaque enough to hide the grey under it."""
+    return Rectangle(
+        corner, size, size, facecolor=to_rgba(color, 0.75), edgecolor=color, hatch="////", lw=0, label=label
+    )
