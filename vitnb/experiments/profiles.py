@@ -36,6 +36,12 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb05_mae_epochs": {"quick": 1, "full": 6},
     "nb05_mae_mask_ratio": {"quick": 0.75, "full": 0.75},
     "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # plain pixels: as good at 1% labels (RESULTS.md)
+    # exercise 1 (mask less): two short MAE runs (masks 0.25 and 0.75), each encoder then read by a linear probe
+    "nb05_ex1_mae_per_class": {"quick": 10, "full": 800},  # Fashion-MNIST training images per class (8,000)
+    "nb05_ex1_mae_epochs": {"quick": 1, "full": 3},
+    "nb05_ex1_probe_per_class": {"quick": 5, "full": 100},  # labelled images per class the probe trains on
+    "nb05_ex1_probe_epochs": {"quick": 2, "full": 20},
+    "nb05_ex1_test_per_class": {"quick": 10, "full": 200},  # test images per class the probe is scored on
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
     # training images per run, per budget: long enough at 1% for every learning curve to flatten; at 10% and 100%
@@ -66,12 +72,18 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb08_curve_size": {"quick": 100, "full": 1000},  # test images scored after every epoch
     "nb08_throughput_steps": {"quick": 2, "full": 8},  # optimiser steps per timed epoch
     "nb08_throughput_rounds": {"quick": 1, "full": 2},
-}
-
-
     # --- the paper in context (notebook 09, experiments.in_context): timing a training step to price the paper's scale
     "nb09_rate_batch_size": {"quick": 2, "full": 8},  # 224-pixel images per timed ViT-B/32 step
     "nb09_rate_steps": {"quick": 1, "full": 3},  # timed steps (median), after one untimed step
+    # --- the engineering appendix (notebook 10): inference throughput and the explorer's latency
+    "nb10_batch_size": {"quick": 16, "full": 64},  # 28-pixel images per timed batch
+    "nb10_batches": {"quick": 2, "full": 10},  # timed batches per 28-pixel model and precision
+    "nb10_tiny_batch_size": {"quick": 4, "full": 16},  # 224-pixel images per timed batch of the tiny preset
+    "nb10_tiny_batches": {"quick": 1, "full": 3},
+    "nb10_latency_updates": {"quick": 5, "full": 20},  # explorer updates timed per control
+}
+
+
 class Profile:
     """Attribute access to the settings of one profile; an unknown name is an error, not a default."""
 
