@@ -16,13 +16,8 @@ __all__ = ["Profile", "get_profile"]
 
 _SETTINGS: dict[str, dict[str, object]] = {
     # name: {"quick": value, "full": value}
-    # --- figures and timings shared by several notebooks
+    # --- figures shared by several notebooks
     "n_samples_per_plot": {"quick": 8, "full": 16},  # images shown in example grids
-    "throughput_batches": {"quick": 2, "full": 10},  # timed batches per throughput measurement
-    "throughput_batch_size": {"quick": 16, "full": 64},
-    # --- timing the 224-px tiny preset (notebook 04): fewer, smaller batches than the 28-px cpu preset
-    "nb04_tiny_batch_size": {"quick": 4, "full": 16},
-    "nb04_tiny_batches": {"quick": 1, "full": 3},
     # --- small ViTs trained for well under a minute (notebooks 02 and 03, experiments.short_runs)
     "short_run_per_class": {"quick": 20, "full": 1000},  # training images per class
     "short_run_epochs": {"quick": 1, "full": 1.2},  # 12,000 training images per run when full
@@ -63,7 +58,6 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb07_faithfulness_images": {"quick": 20, "full": 500},  # test images of the deletion/insertion curves
     "nb07_faithfulness_k": {"quick": 7, "full": 4},  # patches deleted or inserted per step (of 49)
     "nb07_exercise_images": {"quick": 10, "full": 100},  # test images of the exercises' faithfulness runs
-    "nb07_latency_updates": {"quick": 5, "full": 20},  # explorer updates timed per control
     # --- the ablation of minor modifications (notebook 08, experiments.ablation.Protocol)
     "nb08_regimes": {"quick": ["10% labels"], "full": ["10% labels"]},  # '10% labels' and/or 'all labels'
     "nb08_per_class": {"quick": 10, "full": 600},  # the '10% labels' regime (600/class = 10%)
