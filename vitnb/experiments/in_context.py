@@ -79,7 +79,7 @@ FOLLOW_UPS: tuple[tuple[str, str, str], ...] = (
         "87.3% top-1 on ImageNet-1k (pretrained on ImageNet-22k); cost linear in the number of pixels",
     ),
     (
-        "MAE (He et al. 2022)",
+        "MAE (He et al. 2021)",
         "self-supervised pretraining: hide 75% of the patches and reconstruct them (notebook 05)",
         "87.8% top-1 for a plain ViT-H using ImageNet-1k data only",
     ),
