@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vitnb
 from vitnb import PatchEmbed, patchify, resample_pos_embed, sincos_2d, unpatchify
 from vitnb.attention import Attention
 from vitnb.encoder import Block, DropPath
@@ -162,3 +163,17 @@ def test_shift_image():
     assert torch.equal(right[..., :, 1:], x[..., :, :3]) and torch.all(right[..., :, 0] == 0)
     up = shift_image(x, 0, -2)
     assert torch.equal(up[..., :2, :], x[..., 2:, :]) and torch.all(up[..., 2:, :] == 0)
+
+
+@pytest.mark.parametrize("name", ["cpu_small", "cpu", "tiny"])
+def test_block_flops_equal_what_pytorch_counts_in_the_blocks(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = vitnb.preset(name)
+    blocks = vitnb.VisionTransformer(cfg).blocks.eval()
+    tokens = torch.randn(1, cfg.num_patches + int(cfg.class_token), cfg.embed_dim)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        for block in blocks:  # the explicit attention path: its two products are matmuls that PyTorch counts
+            tokens, _ = block(tokens, return_attention=True)
+    assert sum(cfg.block_flops()) == counter.get_total_flops()

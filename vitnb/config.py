@@ -162,6 +162,16 @@ class ViTConfig(DictConfig):
     def num_patches(self) -> int:
         return self.grid_size**2
 
+    def block_flops(self) -> tuple[int, int]:
+        """The arithmetic of the encoder blocks for one image, at 2 FLOPs per multiply-add: (linear layers,
+        attention products). Each block's qkv, proj, fc1 and fc2 hold (4 + 2r)D^2 weights (r = mlp_ratio), each
+        used once per token; QK^T and the attention-weighted sum of V cost 2N^2D each (N tokens). Biases, norms,
+        softmax, the stem and the head are left out: notebook 04 derives the estimate."""
+        n, d = self.num_patches + int(self.class_token), self.embed_dim
+        linear = 2 * self.depth * n * (4 * d * d + 2 * d * int(d * self.mlp_ratio))
+        attention = self.depth * 4 * n * n * d
+        return linear, attention
+
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
