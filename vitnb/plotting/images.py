@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -200,7 +201,8 @@ def show_patches(
         for i in range(gh):
             for j in range(gw):
                 ax.text(j * step + patch_size / 2, i * step + patch_size / 2, str(i * gw + j), color="yellow",
-                        ha="center", va="center", fontsize="x-small", fontweight="bold")  # fmt: skip
+                        ha="center", va="center", fontsize="x-small", fontweight="bold",
+                        path_effects=[patheffects.withStroke(linewidth=1.2, foreground="black")])  # fmt: skip
     if title:
         ax.set_title(title)
     return ax.figure
@@ -246,8 +248,8 @@ def plot_pos_embed_similarity(
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 4))
     im = ax.imshow(mosaic.numpy(), cmap="viridis", vmin=vmin, vmax=1.0)
-    ax.set_xticks([j * (gw + 1) + (gw - 1) / 2 for j in range(gw)], [str(j + 1) for j in range(gw)])
-    ax.set_yticks([i * (gh + 1) + (gh - 1) / 2 for i in range(gh)], [str(i + 1) for i in range(gh)])
+    ax.set_xticks([j * (gw + 1) + (gw - 1) / 2 for j in range(gw)], [str(j) for j in range(gw)])  # 0-based, as
+    ax.set_yticks([i * (gh + 1) + (gh - 1) / 2 for i in range(gh)], [str(i) for i in range(gh)])  # the grid (r, c)
     ax.tick_params(length=0, labelsize="x-small")
     ax.set(xlabel="input patch column", ylabel="input patch row", title=title)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
