@@ -32,10 +32,10 @@ _SETTINGS: dict[str, dict[str, object]] = {
     "nb05_mae_mask_ratio": {"quick": 0.75, "full": 0.75},
     "nb05_mae_norm_pix_loss": {"quick": False, "full": False},  # plain pixels: as good at 1% labels (RESULTS.md)
     # exercise 1 (mask less): two short MAE runs (masks 0.25 and 0.75), each encoder then read by a linear probe
-    "nb05_ex1_mae_per_class": {"quick": 10, "full": 800},  # Fashion-MNIST training images per class (8,000)
-    "nb05_ex1_mae_epochs": {"quick": 1, "full": 3},
+    "nb05_ex1_mae_per_class": {"quick": 10, "full": 400},  # Fashion-MNIST training images per class (4,000)
+    "nb05_ex1_mae_epochs": {"quick": 1, "full": 2},
     "nb05_ex1_probe_per_class": {"quick": 5, "full": 100},  # labelled images per class the probe trains on
-    "nb05_ex1_probe_epochs": {"quick": 2, "full": 20},
+    "nb05_ex1_probe_epochs": {"quick": 2, "full": 10},
     "nb05_ex1_test_per_class": {"quick": 10, "full": 200},  # test images per class the probe is scored on
     # --- data efficiency and translation robustness (notebook 06, experiments.data_efficiency)
     "nb06_labels_per_class": {"quick": [6, 20, 50], "full": [60, 600, 6000]},  # 1%, 10%, 100% when full
