@@ -20,6 +20,7 @@ from vitnb.experiments.ablation import (
     measure_throughput,
     regime_data,
     run_ablation,
+    speed_from_runs,
     variant_source,
 )
 from vitnb.experiments.ablation_report import CLAIMS, choices, claims, findings, table, verdict
@@ -322,3 +323,13 @@ def test_choices_weigh_each_design_choice_in_the_pairs_that_differ_in_it_alone()
         and "+2.00 points with learned positions" in only
         and "within the seed ranges: two" in only
     )
+
+
+def test_speed_from_runs_is_the_median_rate_of_each_variants_runs():
+    rows = [
+        {"variant": "baseline", "train_images": 1000, "seconds": 2.0},
+        {"variant": "baseline", "train_images": 1000, "seconds": 4.0},
+        {"variant": "baseline", "train_images": 1000, "seconds": 5.0},
+        {"variant": "patch 7", "train_images": 1000, "seconds": 1.0},
+    ]
+    assert speed_from_runs(rows) == {"baseline": 250.0, "patch 7": 1000.0}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,7 @@ __all__ = [
     "config_diff",
     "get_variant",
     "measure_throughput",
+    "speed_from_runs",
     "regime_data",
     "run_ablation",
     "source_lines",
@@ -356,6 +358,17 @@ def measure_throughput(
             history = fit(model, data, None, protocol.train_config(1, 0), progress=False, verbose=False)
             best[variant] = max(best[variant], history.final["images_per_s"])
     return best
+
+
+def speed_from_runs(rows: Sequence[dict]) -> dict[str, float]:
+    """Training images/s of every variant, read from its training runs: the median over its runs of training
+    images over wall seconds. The seconds include the per-epoch scoring of the curve subset, which costs each
+    variant in proportion to its forward pass; runs of all variants alternate (seeds outermost), so a load from
+    other processes hits them alike, and each run lasts tens of seconds, far longer than a timed short epoch."""
+    rates: dict[str, list[float]] = {}
+    for r in rows:
+        rates.setdefault(r["variant"], []).append(r["train_images"] / r["seconds"])
+    return {variant: statistics.median(values) for variant, values in rates.items()}
 
 
 # --- summaries and the table --------------------------------------------------------------------

@@ -127,7 +127,7 @@ def duration(seconds: float) -> str:
 
 
 def flops_text(flops: float) -> str:
-    """A FLOP count in the largest unit that keeps it above 1: '87 MFLOP', '10.4 TFLOP', '131 PFLOP'."""
+    """A FLOP count in the largest unit that keeps it above 1: '87 MFLOP', '2.6 TFLOP', '131 PFLOP'."""
     for unit, size in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
         if flops >= size:
             value = flops / size
@@ -183,7 +183,7 @@ def paper_vs_series(series: dict) -> str:
             "training compute",
             f"{huge.tpu_v3_core_days:,.0f} TPUv3-core-days",
             f"{large_21k.tpu_v3_core_days:,.0f} TPUv3-core-days",
-            f"{flops_text(series['train_flops'])}, {series['cpu_time']} on this CPU",
+            f"{flops_text(series['train_flops'])}: {series['cpu_time']} at the rate timed on this CPU",
         ),
         (
             "accuracy",
