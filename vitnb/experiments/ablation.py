@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -361,14 +360,14 @@ def measure_throughput(
 
 
 def speed_from_runs(rows: Sequence[dict]) -> dict[str, float]:
-    """Training images/s of every variant, read from its training runs: the median over its runs of training
-    images over wall seconds. The seconds include the per-epoch scoring of the curve subset, which costs each
-    variant in proportion to its forward pass; runs of all variants alternate (seeds outermost), so a load from
-    other processes hits them alike, and each run lasts tens of seconds, far longer than a timed short epoch."""
-    rates: dict[str, list[float]] = {}
+    """Training images/s of every variant, read from its training runs: training images over wall seconds in its
+    fastest run (another process's load, or the first run's start-up costs, only ever slow a run down). The
+    seconds include the per-epoch scoring of the curve subset, which costs each variant in proportion to its
+    forward pass; each run lasts tens of seconds, far longer than a timed short epoch."""
+    rates: dict[str, float] = {}
     for r in rows:
-        rates.setdefault(r["variant"], []).append(r["train_images"] / r["seconds"])
-    return {variant: statistics.median(values) for variant, values in rates.items()}
+        rates[r["variant"]] = max(rates.get(r["variant"], 0.0), r["train_images"] / r["seconds"])
+    return rates
 
 
 # --- summaries and the table --------------------------------------------------------------------
