@@ -348,10 +348,13 @@ def compare_methods(
     best = areas[ranked[0]]
     rows = []
     for method in ranked:
-        behind = sign * (areas[method] - best)  # (n,), per image
-        n = len(behind)
-        sem = behind.std().item() / math.sqrt(n) if n > 1 and method != ranked[0] else float("nan")
-        row = {"method": method, "area": areas[method].mean().item(), "behind": behind.mean().item(), "behind_sem": sem}
+        row = {"method": method, "area": areas[method].mean().item(), "behind": 0.0, "behind_sem": float("nan")}
+        if method != ranked[0]:
+            if len(best) > 1:  # paired per image, in the unfaithful direction
+                behind = paired_difference(sign * areas[method], sign * best)
+                row |= {"behind": behind.mean, "behind_sem": behind.sem}
+            else:
+                row["behind"] = sign * (areas[method] - best).item()
         gap_closed = None
         if reference is not None:
             span = sign * (areas[reference].mean() - best.mean()).item()
@@ -429,9 +432,4 @@ def more_than_chance(share: torch.Tensor, chance: torch.Tensor, *, z: float = 2.
     of the paired differences is more than `z` standard errors of that mean away from 0
     (`paired_difference(share, chance).direction(z)`).
     """
-    if share.shape != chance.shape or share.ndim != 1 or len(share) < 2:
-        raise UsageError(
-            f"share and chance must be paired per image, each (n,) with n >= 2; got {tuple(share.shape)} and "
-            f"{tuple(chance.shape)}"
-        )
     return paired_difference(share, chance).direction(z)
